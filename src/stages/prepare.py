@@ -1,0 +1,23 @@
+"""DVC stage `prepare`: ImageFolder -> checked, split, manifest + uint8 tensor cache."""
+
+import argparse
+from pathlib import Path
+
+from tvs.cli import run_stage
+from tvs.config import load_params
+from tvs.data import prepare_dataset
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--raw", type=Path, required=True, help="ImageFolder root (one sub-folder per class)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for manifest.csv and images.npy")
+    parser.add_argument("--summary", type=Path, required=True, help="JSON file for the dataset counts")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    prepare_dataset(raw=args.raw, out=args.out, params=params, summary_path=args.summary)
+
+
+if __name__ == "__main__":
+    run_stage("prepare", main)

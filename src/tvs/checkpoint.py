@@ -1,0 +1,47 @@
+"""Checkpoints that describe themselves: ``model.safetensors`` plus a ``meta.json`` sidecar.
+
+safetensors holds tensors only, so loading a checkpoint never runs code; the sidecar holds what
+is needed to rebuild the model (arch, classes, image size, normalisation) and how it was trained.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tvs.io import atomic_path, read_json, write_json
+from tvs.models import build_model
+
+WEIGHTS = "model.safetensors"
+META = "meta.json"
+
+
+def save_checkpoint(folder: str | Path, model: nn.Module, meta: dict[str, Any]) -> None:
+    """Write the weights, then the sidecar, each atomically."""
+    folder = Path(folder)
+    # safetensors wants contiguous tensors; channels-last weights are not.
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(folder / WEIGHTS) as tmp:
+        save_file(state, str(tmp), metadata={"arch": meta["arch"], "arm": meta["arm"]})
+    write_json(folder / META, meta)
+
+
+def update_meta(folder: str | Path, meta: dict[str, Any]) -> None:
+    """Replace the sidecar (e.g. with the final history) without touching the weights."""
+    write_json(Path(folder) / META, meta)
+
+
+def load_checkpoint(folder: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model a checkpoint folder describes and load its weights, strictly."""
+    folder = Path(folder)
+    meta = read_json(folder / META)
+    weights = folder / WEIGHTS
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: missing; rerun the training stage")
+    model = build_model(meta["arch"], len(meta["classes"]))
+    model.load_state_dict(load_file(str(weights), device=str(device)), strict=True)
+    return model.to(device), meta

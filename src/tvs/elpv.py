@@ -1,0 +1,83 @@
+"""Export the embedded default dataset (the ``elpv-dataset`` package) as an ImageFolder.
+
+ELPV: 2,624 electroluminescence images of solar cells (300x300, 8-bit grayscale), each with a
+defect probability of 0, 1/3, 2/3 or 1 (Deitsch et al., 2019; CC BY-NC-SA 4.0). The PNG bytes
+are copied unchanged, so the export is byte-for-byte deterministic and its DVC hash matches the
+committed ``data/raw.dvc``.
+
+Usage: ``python -m tvs.elpv data/raw [--scheme binary|levels]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from tvs.data import DataError
+
+log = logging.getLogger(__name__)
+
+SCHEMES = ("binary", "levels")
+LEVEL_NAMES = {0.0: "p0.00", 1 / 3: "p0.33", 2 / 3: "p0.67", 1.0: "p1.00"}
+
+
+def elpv_root() -> Path:
+    """The folder holding ``labels.csv`` and ``images/`` inside the installed package."""
+    import elpv_dataset
+
+    return Path(elpv_dataset.__file__).parent / "data"
+
+
+def read_labels(root: Path) -> pd.DataFrame:
+    """ELPV's ``labels.csv``: image path, defect probability, cell type (mono/poly)."""
+    return pd.read_csv(root / "labels.csv", sep=r"\s+", header=None, names=["path", "probability", "type"])
+
+
+def class_of(probability: float, scheme: str) -> str:
+    """``functional``/``defective`` (threshold 0.5), or one class per probability level."""
+    if scheme == "binary":
+        return "defective" if probability >= 0.5 else "functional"
+    level = min(LEVEL_NAMES, key=lambda p: abs(p - probability))
+    return LEVEL_NAMES[level]
+
+
+def export_elpv(dest: str | Path, scheme: str = "binary", source: Path | None = None) -> int:
+    """Copy ELPV into ``dest/<class>/<file>.png``; return the number of images.
+
+    Refuses to write into a non-empty ``dest`` so that no user data is ever overwritten.
+    """
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown scheme {scheme!r}; valid: {', '.join(SCHEMES)}")
+    dest = Path(dest)
+    if dest.exists() and any(dest.iterdir()):
+        raise DataError(f"{dest}: exists and is not empty; remove it first to export ELPV there")
+    source = source or elpv_root()
+    labels = read_labels(source)
+    partial = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    for row in labels.itertuples(index=False):
+        target = partial / class_of(row.probability, scheme) / Path(row.path).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / row.path, target)
+    if dest.exists():
+        dest.rmdir()
+    partial.rename(dest)  # the folder appears whole or not at all
+    log.info("exported %d ELPV images to %s (%s classes)", len(labels), dest, scheme)
+    return len(labels)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dest", type=Path)
+    parser.add_argument("--scheme", choices=SCHEMES, default="binary")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    export_elpv(args.dest, args.scheme)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Score trained checkpoints on the test split: metrics per arm, their comparison, confusion plots."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tvs.checkpoint import load_checkpoint
+from tvs.data import load_prepared
+from tvs.io import atomic_path, write_json
+from tvs.metrics import arm_metrics, compare, confusion
+from tvs.runtime import Runtime
+from tvs.training import iterate_batches, predict_proba, to_model_input
+
+log = logging.getLogger(__name__)
+
+
+def predict_arm(
+    model_dir: Path, data_dir: Path, split: str = "test", batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Probabilities of a checkpoint on one split of the prepared data (fp32, no augmentation)."""
+    data = load_prepared(data_dir)
+    model, meta = load_checkpoint(model_dir)
+    if meta["classes"] != data.classes:
+        raise ValueError(f"{model_dir}: trained on classes {meta['classes']}, data has {data.classes}; rerun training")
+    runtime = Runtime(device=torch.device("cpu"), amp_dtype=None, channels_last=False)
+    mean = torch.tensor(meta["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(meta["std"]).view(1, 3, 1, 1)
+    rows, labels = data.split(split)
+    batches = iterate_batches(data.images, torch.from_numpy(labels), torch.from_numpy(rows), batch_size, runtime)
+    probs, true = predict_proba(model, batches, lambda x: to_model_input(x, mean, std, runtime), runtime)
+    return probs, true, meta
+
+
+def evaluate_arms(*, models: dict[str, Path], data_dir: Path, metrics_dir: Path, eval_dir: Path) -> dict[str, Any]:
+    """Score each arm on the test split; write per-arm metrics, the comparison and confusion plots."""
+    from dvclive import Live
+
+    results = {}
+    manifest = load_prepared(data_dir).manifest
+    test_paths = manifest.loc[manifest["split"] == "test", "path"].to_numpy()
+    for arm, model_dir in models.items():
+        probs, labels, meta = predict_arm(model_dir, data_dir)
+        results[arm] = arm_metrics(probs, labels, meta)
+        classes = np.array(meta["classes"])
+        with Live(dir=str(eval_dir / arm), save_dvc_exp=False, dvcyaml=None, report=None) as live:
+            live.log_sklearn_plot("confusion_matrix", classes[labels].tolist(), classes[probs.argmax(1)].tolist())
+        predictions = pd.DataFrame({"path": test_paths, "true": classes[labels], "predicted": classes[probs.argmax(1)]})
+        for i, name in enumerate(classes):
+            predictions[f"p_{name}"] = probs[:, i]
+        with atomic_path(eval_dir / arm / "predictions.csv") as tmp:
+            predictions.to_csv(tmp, index=False)
+        write_json(metrics_dir / f"{arm}.json", results[arm])
+        log.info("%s: %s | confusion %s", arm, results[arm], confusion(probs, labels).tolist())
+    if {"pretrained", "scratch"} <= results.keys():
+        write_json(metrics_dir / "comparison.json", compare(results["pretrained"], results["scratch"]))
+    return results

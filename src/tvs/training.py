@@ -1,0 +1,359 @@
+"""One training code path for both arms: batches, one epoch, evaluation, and the fit loop.
+
+The arms differ only in :func:`init_model` (how the weights start) and in their config section
+(learning-rate multiplier, frozen epochs). Everything else, the data order included, is shared.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from tvs.checkpoint import save_checkpoint
+from tvs.config import ArmConfig, Params, to_dict
+from tvs.data import PreparedData, load_prepared
+from tvs.models import arch_spec, build_model, set_backbone_trainable, transfer_weights
+from tvs.runtime import Runtime, make_runtime, seed_everything
+from tvs.weights import load_pretrained_state
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+    def __init__(self, epoch: int, step: int, loss: float):
+        super().__init__(f"loss is {loss} at epoch {epoch}, step {step}: training diverged (try a lower lr)")
+        self.epoch, self.step, self.loss = epoch, step, loss
+
+
+@dataclass
+class EpochStats:
+    """What one epoch measured."""
+
+    loss: float
+    accuracy: float
+    seconds: float
+
+
+@dataclass
+class FitResult:
+    """The outcome of :func:`fit`: per-epoch history and the best epoch (by val accuracy)."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_accuracy: float = -1.0
+    best_val_loss: float = math.inf
+    train_seconds: float = 0.0
+
+
+# --- model initialisation: the one place where the arms differ ------------------------------
+
+
+def init_model(params: Params, arm: ArmConfig, num_classes: int) -> nn.Module:
+    """Build ``model.arch`` for ``num_classes``; load ``model.weights`` if the arm is pretrained."""
+    model = build_model(params.model.arch, num_classes)
+    if arm.init == "pretrained":
+        state = load_pretrained_state(params.model.arch, params.model.weights, model.state_dict())
+        reset = transfer_weights(model, params.model.arch, state)
+        log.info("loaded %s weights into %s; fresh head: %s", params.model.weights, params.model.arch, reset or "none")
+    return model
+
+
+# --- batches ----------------------------------------------------------------------------------
+
+
+def iterate_batches(
+    images: np.ndarray | torch.Tensor, labels: torch.Tensor, order: torch.Tensor, batch_size: int, runtime: Runtime
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(uint8 images, labels)`` on the device, ``batch_size`` rows of ``order`` at a time.
+
+    ``images`` is either the memory-mapped cache (rows gathered per batch, so memory stays flat)
+    or a tensor already on the device (the GPU fast path).
+    """
+    cuda = runtime.device.type == "cuda"
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        if isinstance(images, torch.Tensor):
+            x = images[idx.to(images.device)]
+        else:
+            x = torch.from_numpy(images[idx.numpy()])
+            x = x.pin_memory().to(runtime.device, non_blocking=True) if cuda else x
+        yield x, labels[idx].to(runtime.device, non_blocking=cuda)
+
+
+def to_model_input(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    """uint8 ``(B, 3, H, W)`` to normalised float, in the memory layout the model runs fastest."""
+    x = (x.float().div_(255.0) - mean) / std
+    return x.contiguous(memory_format=torch.channels_last) if runtime.channels_last else x
+
+
+def random_flips(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Flip each image horizontally and/or vertically with probability 1/2, as one batched op."""
+    flips = torch.rand(2, x.shape[0], generator=generator).lt(0.5).to(x.device)
+    x = torch.where(flips[0, :, None, None, None], x.flip(-1), x)
+    return torch.where(flips[1, :, None, None, None], x.flip(-2), x)
+
+
+# --- one epoch, evaluation --------------------------------------------------------------------
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    prepare_input: Callable[[torch.Tensor], torch.Tensor],
+    runtime: Runtime,
+    label_smoothing: float,
+    epoch: int,
+) -> EpochStats:
+    """One pass over the training batches; raises :class:`TrainingDiverged` on a non-finite loss."""
+    model.train()
+    start = time.perf_counter()
+    total_loss = torch.zeros((), device=runtime.device)
+    correct = torch.zeros((), device=runtime.device, dtype=torch.long)
+    seen = 0
+    for step, (x, y) in enumerate(batches):
+        with runtime.autocast():
+            logits = model(prepare_input(x))
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total_loss += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+        if step % 20 == 0 and not torch.isfinite(loss).item():  # a sync every 20 steps, not every step
+            raise TrainingDiverged(epoch, step, loss.item())
+    mean_loss = total_loss.item() / max(seen, 1)
+    if not math.isfinite(mean_loss):
+        raise TrainingDiverged(epoch, step, mean_loss)
+    return EpochStats(mean_loss, correct.item() / max(seen, 1), time.perf_counter() - start)
+
+
+@torch.inference_mode()
+def predict_proba(
+    model: nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], prepare_input: Callable, runtime: Runtime
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities (float64) and the true labels, for every batch."""
+    model.eval()
+    probs, labels = [], []
+    for x, y in batches:
+        with runtime.autocast():
+            logits = model(prepare_input(x))
+        probs.append(logits.float().softmax(1).cpu())
+        labels.append(y.cpu())
+    return torch.cat(probs).double().numpy(), torch.cat(labels).numpy()
+
+
+def evaluate_loss_accuracy(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of predicted probabilities."""
+    picked = np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)
+    return float(-np.log(picked).mean()), float((probs.argmax(1) == labels).mean())
+
+
+# --- the fit loop -----------------------------------------------------------------------------
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """LR factor: linear warm-up over ``warmup_steps``, then cosine decay to zero."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def fit(
+    params: Params,
+    arm_name: str,
+    data: PreparedData,
+    runtime: Runtime,
+    out_dir: str | Path,
+    live: Any | None = None,
+    generator: torch.Generator | None = None,
+) -> FitResult:
+    """Train arm ``arm_name`` on ``data``'s train split; keep the best epoch by validation accuracy.
+
+    Writes the best checkpoint to ``out_dir`` (atomically, each time it improves) and logs
+    per-epoch curves to ``live`` (a DVCLive ``Live``) when given.
+    """
+    arm, cfg = params.arm(arm_name), params.train
+    spec = arch_spec(params.model.arch)
+    train_rows, train_labels = data.split("train")
+    val_rows, val_labels = data.split("val")
+    if cfg.batch_size > len(train_rows):
+        raise ValueError(f"train.batch_size: {cfg.batch_size} exceeds the {len(train_rows)} training images")
+    generator = generator or torch.Generator().manual_seed(params.seed)
+
+    model = init_model(params, arm, len(data.classes)).to(runtime.device)
+    if runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    net = _wrap(model, runtime, compile=cfg.compile)
+
+    mean = torch.tensor(spec.mean, device=runtime.device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=runtime.device).view(1, 3, 1, 1)
+    images = _images_for(runtime, data.images)
+    train_y, val_y = torch.from_numpy(train_labels), torch.from_numpy(val_labels)
+
+    def train_input(x: torch.Tensor) -> torch.Tensor:
+        x = random_flips(x, generator) if cfg.augment else x
+        return to_model_input(x, mean, std, runtime)
+
+    def eval_input(x: torch.Tensor) -> torch.Tensor:
+        return to_model_input(x, mean, std, runtime)
+
+    lr = params.lr * arm.lr_mult
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(runtime.shard(torch.arange(len(train_rows)))) / cfg.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(steps_per_epoch * cfg.epochs, round(steps_per_epoch * cfg.warmup_epochs))
+    )
+    result = FitResult()
+    log.info(
+        "%s: %s, %d train / %d val images, %d classes, lr %.3g, %s, %s",
+        arm_name, params.model.arch, len(train_rows), len(val_rows), len(data.classes), lr,
+        runtime.device, runtime.amp_dtype or "fp32",
+    )  # fmt: skip
+    fit_start = time.perf_counter()
+    for epoch in tqdm(range(1, cfg.epochs + 1), desc=f"{arm_name}: epochs", unit="epoch", disable=not runtime.is_main):
+        set_backbone_trainable(model, params.model.arch, trainable=epoch > arm.freeze_epochs)
+        lr_now = optimizer.param_groups[0]["lr"]
+        order = runtime.shard(torch.randperm(len(train_rows), generator=generator))
+        batches = iterate_batches(images, train_y, torch.from_numpy(train_rows)[order], cfg.batch_size, runtime)
+        bar = tqdm(
+            batches,
+            total=steps_per_epoch,
+            desc=f"epoch {epoch}",
+            unit="batch",
+            leave=False,
+            disable=not runtime.is_main,
+        )
+        stats = train_one_epoch(net, bar, optimizer, scheduler, train_input, runtime, cfg.label_smoothing, epoch)
+        val_batches = iterate_batches(images, val_y, torch.from_numpy(val_rows), 2 * cfg.batch_size, runtime)
+        val_probs, val_true = predict_proba(net, val_batches, eval_input, runtime)
+        val_loss, val_acc = evaluate_loss_accuracy(val_probs, val_true)
+        row = {
+            "epoch": epoch,
+            "train_loss": stats.loss,
+            "train_accuracy": stats.accuracy,
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "lr": lr_now,
+            "epoch_seconds": stats.seconds,
+            "elapsed_seconds": time.perf_counter() - fit_start,
+        }
+        result.history.append(row)
+        log.info(
+            "%s epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | lr %.2e | %.1fs",
+            arm_name, epoch, cfg.epochs, stats.loss, stats.accuracy, val_loss, val_acc, lr_now, stats.seconds,
+        )  # fmt: skip
+        if live is not None and runtime.is_main:
+            _log_epoch(live, row)
+        if (val_acc, -val_loss) > (result.best_val_accuracy, -result.best_val_loss):
+            result.best_epoch, result.best_val_accuracy, result.best_val_loss = epoch, val_acc, val_loss
+            if runtime.is_main:
+                save_checkpoint(out_dir, model, _meta(params, arm_name, data, result))
+    result.train_seconds = time.perf_counter() - fit_start
+    if runtime.is_main:
+        # The weights on disk are the best epoch's; the sidecar gains the full history and time.
+        from tvs.checkpoint import update_meta
+
+        update_meta(out_dir, _meta(params, arm_name, data, result))
+    return result
+
+
+def _meta(params: Params, arm_name: str, data: PreparedData, result: FitResult) -> dict[str, Any]:
+    spec = arch_spec(params.model.arch)
+    return {
+        "arm": arm_name,
+        "arch": params.model.arch,
+        "init": params.arm(arm_name).init,
+        "weights": params.model.weights if params.arm(arm_name).init == "pretrained" else None,
+        "classes": data.classes,
+        "image_size": int(data.images.shape[-1]),
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "best_epoch": result.best_epoch,
+        "best_val_accuracy": result.best_val_accuracy,
+        "best_val_loss": result.best_val_loss,
+        "train_seconds": result.train_seconds,
+        "history": result.history,
+        "params": to_dict(params),
+    }
+
+
+def _log_epoch(live: Any, row: dict[str, float]) -> None:
+    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+        split, metric = key.split("_", 1)
+        live.log_metric(f"{split}/{metric}", row[key])
+    live.log_metric("lr", row["lr"])
+    live.log_metric("epoch_seconds", row["epoch_seconds"])
+    live.next_step()
+
+
+def _images_for(runtime: Runtime, images: np.ndarray) -> np.ndarray | torch.Tensor:
+    """On CUDA, the whole uint8 cache goes to the GPU once if it takes under a quarter of its
+    free memory (no host copies per batch); otherwise batches are gathered from the memory map."""
+    if runtime.device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(runtime.device)
+        if images.nbytes < free // 4:
+            return torch.from_numpy(np.ascontiguousarray(images)).to(runtime.device)
+    return images
+
+
+def _wrap(model: nn.Module, runtime: Runtime, compile: bool) -> nn.Module:
+    """DDP under torchrun, then ``torch.compile`` if asked; the unwrapped model is what we save."""
+    net = model
+    if runtime.world_size > 1:
+        ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+    return torch.compile(net) if compile else net
+
+
+# --- the stage's worker ---------------------------------------------------------------------
+
+
+def train_arm(*, arm: str, data_dir: Path, out: Path, params: Params, live_dir: Path | None = None) -> dict[str, Any]:
+    """Train one arm and write its checkpoint; per-epoch curves go to DVCLive in ``live_dir``."""
+
+    runtime = make_runtime(params.train)
+    generator = seed_everything(params.seed)
+    data = load_prepared(data_dir)
+    with _live(live_dir, runtime) as live:
+        result = fit(params, arm, data, runtime, out, live=live, generator=generator)
+    log.info(
+        "%s: best val accuracy %.4f at epoch %d, %.1fs",
+        arm,
+        result.best_val_accuracy,
+        result.best_epoch,
+        result.train_seconds,
+    )
+    return {"best_epoch": result.best_epoch, "train_seconds": result.train_seconds}
+
+
+def _live(live_dir: Path | None, runtime: Runtime):
+    """A DVCLive logger writing only plots/metrics files (DVC itself tracks the stage)."""
+    import contextlib
+
+    from dvclive import Live
+
+    if live_dir is None or not runtime.is_main:
+        return contextlib.nullcontext(None)
+    return Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None)
