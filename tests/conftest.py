@@ -42,13 +42,14 @@ def write_imagefolder(root: Path, classes: dict[str, int]) -> Path:
 
 
 def write_params(path: Path, **sections) -> Path:
-    """``TINY_PARAMS`` with ``sections`` merged in, written as YAML."""
-    params = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY_PARAMS.items()}
-    for key, value in sections.items():
-        if isinstance(value, dict):
-            params.setdefault(key, {}).update(value)
-        else:
-            params[key] = value
+    """The project's ``params.yaml`` with ``TINY_PARAMS``, then ``sections``, merged in."""
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    for overrides in (TINY_PARAMS, sections):
+        for key, value in overrides.items():
+            if isinstance(value, dict):
+                params.setdefault(key, {}).update(value)
+            else:
+                params[key] = value
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
 

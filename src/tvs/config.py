@@ -18,6 +18,7 @@ import yaml
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 OnInvalid = Literal["error", "skip"]
+Augment = Literal["none", "flips", "dihedral"]
 Init = Literal["pretrained", "scratch"]
 ARMS = ("pretrained", "scratch")
 
@@ -60,7 +61,7 @@ class TrainConfig:
     precision: Precision = "auto"
     channels_last: bool = True
     compile: bool = False
-    augment: bool = True
+    augment: Augment = "flips"
     num_threads: int = 0
     device: str = "auto"
 
@@ -179,11 +180,9 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
-        raise ConfigError(
-            f"unknown key {prefix}{unknown[0]!r}"
-            + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
-            + f"; valid keys{' under ' + where if prefix else ''}: {', '.join(fields)}"
-        )
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        under = f" under {where}" if prefix else ""
+        raise ConfigError(f"unknown key '{prefix}{unknown[0]}'{more}; valid keys{under}: {', '.join(fields)}")
     kwargs = {}
     for name, value in raw.items():
         if cls is Params and name in ARMS:

@@ -243,7 +243,7 @@ class PreparedData:
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """Row indices and integer labels of split ``name``."""
-        rows = self.manifest.index[self.manifest["split"] == name].to_numpy()
+        rows = np.array(self.manifest.index[self.manifest["split"] == name])  # a writable copy
         labels = self.manifest.loc[rows, "class"].map({c: i for i, c in enumerate(self.classes)}).to_numpy()
         return rows, labels.astype(np.int64)
 

@@ -32,7 +32,7 @@ def predict_arm(
     mean = torch.tensor(meta["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(meta["std"]).view(1, 3, 1, 1)
     rows, labels = data.split(split)
-    batches = iterate_batches(data.images, torch.from_numpy(labels), torch.from_numpy(rows), batch_size, runtime)
+    batches = iterate_batches(data.images, torch.from_numpy(rows), torch.from_numpy(labels), batch_size, runtime)
     probs, true = predict_proba(model, batches, lambda x: to_model_input(x, mean, std, runtime), runtime)
     return probs, true, meta
 

@@ -65,7 +65,7 @@ def init_model(params: Params, arm: ArmConfig, num_classes: int) -> nn.Module:
     """Build ``model.arch`` for ``num_classes``; load ``model.weights`` if the arm is pretrained."""
     model = build_model(params.model.arch, num_classes)
     if arm.init == "pretrained":
-        state = load_pretrained_state(params.model.arch, params.model.weights, model.state_dict())
+        state = load_pretrained_state(params.model.arch, params.model.weights)
         reset = transfer_weights(model, params.model.arch, state)
         log.info("loaded %s weights into %s; fresh head: %s", params.model.weights, params.model.arch, reset or "none")
     return model
@@ -75,22 +75,23 @@ def init_model(params: Params, arm: ArmConfig, num_classes: int) -> nn.Module:
 
 
 def iterate_batches(
-    images: np.ndarray | torch.Tensor, labels: torch.Tensor, order: torch.Tensor, batch_size: int, runtime: Runtime
+    images: np.ndarray | torch.Tensor, rows: torch.Tensor, labels: torch.Tensor, batch_size: int, runtime: Runtime
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(uint8 images, labels)`` on the device, ``batch_size`` rows of ``order`` at a time.
+    """Yield ``(uint8 images, labels)`` on the device, ``batch_size`` at a time, in the given order.
 
-    ``images`` is either the memory-mapped cache (rows gathered per batch, so memory stays flat)
-    or a tensor already on the device (the GPU fast path).
+    ``rows`` are cache rows and ``labels`` their classes, aligned. ``images`` is either the
+    memory-mapped cache (rows gathered per batch, so memory stays flat) or a tensor already on
+    the device (the GPU fast path).
     """
     cuda = runtime.device.type == "cuda"
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
+    for start in range(0, len(rows), batch_size):
+        idx, y = rows[start : start + batch_size], labels[start : start + batch_size]
         if isinstance(images, torch.Tensor):
             x = images[idx.to(images.device)]
         else:
             x = torch.from_numpy(images[idx.numpy()])
             x = x.pin_memory().to(runtime.device, non_blocking=True) if cuda else x
-        yield x, labels[idx].to(runtime.device, non_blocking=cuda)
+        yield x, y.to(runtime.device, non_blocking=cuda)
 
 
 def to_model_input(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, runtime: Runtime) -> torch.Tensor:
@@ -99,11 +100,16 @@ def to_model_input(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, runti
     return x.contiguous(memory_format=torch.channels_last) if runtime.channels_last else x
 
 
-def random_flips(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Flip each image horizontally and/or vertically with probability 1/2, as one batched op."""
-    flips = torch.rand(2, x.shape[0], generator=generator).lt(0.5).to(x.device)
-    x = torch.where(flips[0, :, None, None, None], x.flip(-1), x)
-    return torch.where(flips[1, :, None, None, None], x.flip(-2), x)
+def random_flips(x: torch.Tensor, generator: torch.Generator, transpose: bool = False) -> torch.Tensor:
+    """Flip each image horizontally and vertically with probability 1/2 each, batched.
+
+    With ``transpose`` each image is also transposed with probability 1/2, which makes all
+    eight symmetries of the square (90-degree rotations included) equally likely.
+    """
+    masks = torch.rand(3, x.shape[0], generator=generator).lt(0.5).to(x.device)[:, :, None, None, None]
+    x = torch.where(masks[0], x.flip(-1), x)
+    x = torch.where(masks[1], x.flip(-2), x)
+    return torch.where(masks[2], x.transpose(-1, -2), x) if transpose else x
 
 
 # --- one epoch, evaluation --------------------------------------------------------------------
@@ -156,7 +162,8 @@ def predict_proba(
             logits = model(prepare_input(x))
         probs.append(logits.float().softmax(1).cpu())
         labels.append(y.cpu())
-    return torch.cat(probs).double().numpy(), torch.cat(labels).numpy()
+    probs = torch.cat(probs).double()
+    return (probs / probs.sum(1, keepdim=True)).numpy(), torch.cat(labels).numpy()  # exact sums in float64
 
 
 def evaluate_loss_accuracy(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -210,10 +217,12 @@ def fit(
     mean = torch.tensor(spec.mean, device=runtime.device).view(1, 3, 1, 1)
     std = torch.tensor(spec.std, device=runtime.device).view(1, 3, 1, 1)
     images = _images_for(runtime, data.images)
-    train_y, val_y = torch.from_numpy(train_labels), torch.from_numpy(val_labels)
+    train_rows, train_y = torch.from_numpy(train_rows), torch.from_numpy(train_labels)
+    val_rows, val_y = torch.from_numpy(val_rows), torch.from_numpy(val_labels)
 
     def train_input(x: torch.Tensor) -> torch.Tensor:
-        x = random_flips(x, generator) if cfg.augment else x
+        if cfg.augment != "none":
+            x = random_flips(x, generator, transpose=cfg.augment == "dihedral")
         return to_model_input(x, mean, std, runtime)
 
     def eval_input(x: torch.Tensor) -> torch.Tensor:
@@ -236,7 +245,7 @@ def fit(
         set_backbone_trainable(model, params.model.arch, trainable=epoch > arm.freeze_epochs)
         lr_now = optimizer.param_groups[0]["lr"]
         order = runtime.shard(torch.randperm(len(train_rows), generator=generator))
-        batches = iterate_batches(images, train_y, torch.from_numpy(train_rows)[order], cfg.batch_size, runtime)
+        batches = iterate_batches(images, train_rows[order], train_y[order], cfg.batch_size, runtime)
         bar = tqdm(
             batches,
             total=steps_per_epoch,
@@ -246,7 +255,7 @@ def fit(
             disable=not runtime.is_main,
         )
         stats = train_one_epoch(net, bar, optimizer, scheduler, train_input, runtime, cfg.label_smoothing, epoch)
-        val_batches = iterate_batches(images, val_y, torch.from_numpy(val_rows), 2 * cfg.batch_size, runtime)
+        val_batches = iterate_batches(images, val_rows, val_y, 2 * cfg.batch_size, runtime)
         val_probs, val_true = predict_proba(net, val_batches, eval_input, runtime)
         val_loss, val_acc = evaluate_loss_accuracy(val_probs, val_true)
         row = {
@@ -314,7 +323,7 @@ def _images_for(runtime: Runtime, images: np.ndarray) -> np.ndarray | torch.Tens
     if runtime.device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(runtime.device)
         if images.nbytes < free // 4:
-            return torch.from_numpy(np.ascontiguousarray(images)).to(runtime.device)
+            return torch.from_numpy(np.array(images)).to(runtime.device)
     return images
 
 

