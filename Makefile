@@ -9,7 +9,7 @@ export PATH := $(BIN):$(PATH)
 export HF_HUB_OFFLINE := 1
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup data repro test lint format clean
+.PHONY: setup data repro test lint format clean bench bench-quick audit
 
 setup: $(STAMP)
 
@@ -31,15 +31,35 @@ repro: $(STAMP) data/raw
 	$(BIN)/dvc metrics show
 
 lint: $(STAMP)
-	$(BIN)/ruff format --check src tests
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks
 
 test: lint
 	$(BIN)/python -m pytest
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+# Benchmarks (docs/performance.md): the full CPU suite on the default dataset (~12 min on 2 cores),
+# and a smoke run on tiny generated data; then `python -m benchmarks.report` writes the page.
+bench: $(STAMP) data/raw
+	$(BIN)/python -m benchmarks.run --out benchmarks/results/cpu.json
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks.run --quick --out benchmarks/results/quick.json
+
+# Known vulnerabilities in the pinned dependencies, from PyPI's advisory data (needs the network).
+# It reports and never fails the build: findings, or packages it could not look up, are summed up
+# on the last line and it exits 0 (see docs/reliability.md).
+audit: $(STAMP)
+	$(BIN)/pip-audit --requirement requirements.lock --no-deps --disable-pip --progress-spinner off 2>&1 \
+		| tee $(VENV)/audit.log || true
+	@found=$$(grep -Eo "(Found [0-9]+ known vulnerabilit[a-z]+ in [0-9]+ packages?|No known vulnerabilities found)" \
+	          $(VENV)/audit.log || echo "did not complete (offline? see the error above)"); \
+	 missed=$$(grep -c "could not be audited" $(VENV)/audit.log || true); \
+	 echo "audit: $$found; $$missed of $$(grep -c "==" requirements.lock) pinned packages could not be" \
+	      "looked up (offline, or a version PyPI does not serve); reported, not failed"
 
 clean:
 	rm -rf data/prepared models dvclive eval .pytest_cache

@@ -117,7 +117,8 @@ def test_prepare_dataset_writes_manifest_cache_and_summary(imagefolder: Path, tm
     data = load_prepared(tmp_path / "prep")
     assert data.classes == ["cats", "dogs"]
     assert summary == {
-        "images": 24, "classes": 2, "skipped_files": 0,
+        "images": 24, "classes": 2, "skipped_files": 0, "stray_files": 0, "duplicate_groups": 0,
+        "duplicate_images": 0, "upscaled_images": 24,
         "train_images": 6, "val_images": 6, "test_images": 6, "unused_train_images": 6,
     }  # fmt: skip
     rows, labels = data.split("train")

@@ -6,6 +6,7 @@ from pathlib import Path
 from tvs.cli import run_stage
 from tvs.config import load_params
 from tvs.data import prepare_dataset
+from tvs.io import check_output_paths
 
 
 def main() -> None:
@@ -15,6 +16,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for manifest.csv and images.npy")
     parser.add_argument("--summary", type=Path, required=True, help="JSON file for the dataset counts")
     args = parser.parse_args()
+    check_output_paths(out=args.out, summary=args.summary)
     params = load_params(args.params)
     prepare_dataset(raw=args.raw, out=args.out, params=params, summary_path=args.summary)
 

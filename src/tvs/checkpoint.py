@@ -1,7 +1,8 @@
 """Checkpoints that describe themselves: ``model.safetensors`` plus a ``meta.json`` sidecar.
 
 safetensors holds tensors only, so loading a checkpoint never runs code; the sidecar holds what
-is needed to rebuild the model (arch, classes, image size, normalisation) and how it was trained.
+is needed to rebuild the model (arch, classes, image size, normalisation) and how it was trained
+(history, best epoch, and whether training diverged).
 """
 
 from __future__ import annotations
@@ -20,14 +21,23 @@ WEIGHTS = "model.safetensors"
 META = "meta.json"
 
 
-def save_checkpoint(folder: str | Path, model: nn.Module, meta: dict[str, Any]) -> None:
-    """Write the weights, then the sidecar, each atomically."""
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of ``model``'s state dict, contiguous (safetensors wants that;
+    channels-last weights are not)."""
+    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def save_state(folder: str | Path, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Write the weights ``state``, then the sidecar, each atomically."""
     folder = Path(folder)
-    # safetensors wants contiguous tensors; channels-last weights are not.
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(folder / WEIGHTS) as tmp:
         save_file(state, str(tmp), metadata={"arch": meta["arch"], "arm": meta["arm"]})
     write_json(folder / META, meta)
+
+
+def save_checkpoint(folder: str | Path, model: nn.Module, meta: dict[str, Any]) -> None:
+    """Write ``model``'s weights, then the sidecar, each atomically."""
+    save_state(folder, cpu_state(model), meta)
 
 
 def update_meta(folder: str | Path, meta: dict[str, Any]) -> None:

@@ -1,8 +1,9 @@
-"""Scan an ImageFolder, check it, split it, and cache it as resized uint8 tensors.
+"""Decode a checked ImageFolder, split it, and cache it as resized uint8 tensors.
 
 ``prepare`` decodes every image exactly once, here. Training and evaluation read the cache
-(``images.npy``, memory-mapped) and the manifest (``manifest.csv``: path, class, split), whose
-rows are aligned: manifest row *i* is cache row *i*.
+(``images.npy``, memory-mapped) and the manifest (``manifest.csv``: path, class, sha1, split),
+whose rows are aligned: manifest row *i* is cache row *i*. Scanning the folder and the checks
+that need no decoding (stray files, links, names, duplicates) live in :mod:`tvs.checks`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections import defaultdict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +24,21 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
+from tvs.checks import (
+    SKIP_HINT,
+    DataError,
+    Sample,
+    check_classes,
+    duplicate_counts,
+    list_preview,
+    scan_image_folder,
+    screen_samples,
+    shown,
+    small_images,
+)
 from tvs.config import DataConfig, Params
 from tvs.io import atomic_path, write_json
 
@@ -34,64 +48,8 @@ SPLITS = ("train", "val", "test")
 UNUSED = "unused"  # training images left out by data.train_fraction
 MANIFEST = "manifest.csv"
 IMAGES = "images.npy"
-MAX_LISTED = 10
-
-
-class DataError(ValueError):
-    """The image folder cannot be used as it is; the message names the files or classes."""
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One file of the ImageFolder: its path relative to the root, and its class."""
-
-    path: str
-    label: str
-
-
-def list_preview(items: Sequence[str], limit: int = MAX_LISTED) -> str:
-    """``a, b, c (and 7 more)``: the first ``limit`` items and a count of the rest."""
-    head = ", ".join(items[:limit])
-    return head + (f" (and {len(items) - limit} more)" if len(items) > limit else "")
-
-
-def _visible(name: str) -> bool:
-    return not name.startswith(".")
-
-
-def scan_image_folder(root: str | Path) -> list[Sample]:
-    """List the files of ImageFolder ``root`` (one sub-folder per class), sorted.
-
-    Hidden files and folders are ignored, as torchvision's ``ImageFolder`` does; files that
-    are not images are returned too, so that decoding can report them by name.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(
-            f"{root}: no such folder. Put an ImageFolder there (one sub-folder per class) "
-            "or run `make data` for the embedded default dataset."
-        )
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and _visible(p.name))
-    if not classes:
-        raise DataError(f"{root}: no class folders found; expected one sub-folder per class")
-    samples = []
-    empty = []
-    for label in classes:
-        files = sorted(_walk_files(root / label, root))
-        if not files:
-            empty.append(label)
-        samples.extend(Sample(path, label) for path in files)
-    if empty:
-        raise DataError(f"{root}: class folder(s) with no files: {list_preview(empty)}")
-    return samples
-
-
-def _walk_files(folder: Path, root: Path) -> Iterator[str]:
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if _visible(d)]
-        for name in filenames:
-            if _visible(name):
-                yield Path(dirpath, name).relative_to(root).as_posix()
+# Re-exported: defined in tvs.checks, long imported from here.
+__all__ = ["DataError", "Sample", "check_classes", "list_preview", "scan_image_folder"]
 
 
 def decode_image(data: bytes, size: int) -> np.ndarray:
@@ -100,11 +58,23 @@ def decode_image(data: bytes, size: int) -> np.ndarray:
     The image is centre-cropped to a square and resized with bicubic antialiasing
     (``ImageOps.fit``), so non-square images keep their aspect ratio.
     """
-    with Image.open(io.BytesIO(data)) as img:
+    return _decode(data, size)[0]
+
+
+def _decode(data: bytes, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`decode_image` and the image's original (width, height)."""
+    with Image.open(io.BytesIO(data)) as img:  # Pillow refuses over 2x MAX_IMAGE_PIXELS here
+        pixels, limit = img.width * img.height, Image.MAX_IMAGE_PIXELS
+        if limit and pixels > limit:  # between 1x and 2x Pillow only warns: refuse before decoding
+            raise Image.DecompressionBombError(
+                f"{img.width}x{img.height} = {pixels} pixels, over the decompression-bomb limit of {limit} "
+                "(PIL.Image.MAX_IMAGE_PIXELS)"
+            )
         img.load()
+        original = img.size
         img = _to_rgb(img)
         img = ImageOps.fit(img, (size, size), method=Image.Resampling.BICUBIC)
-        return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
+        return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy(), original
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -117,18 +87,23 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _read_and_decode(root: Path, sample: Sample, size: int) -> tuple[np.ndarray | None, str, str]:
-    """(array or None, sha1 of the bytes, error message or '')."""
+def _read_and_decode(root: Path, sample: Sample, size: int) -> tuple[np.ndarray | None, str, str, tuple[int, int]]:
+    """(array or None, sha1 of the bytes, error message or '', original width and height)."""
     path = root / sample.path
     try:
         data = path.read_bytes()
     except OSError as err:
-        return None, "", f"{sample.path} ({err.strerror or err})"
+        return None, "", f"{shown(sample.path)} ({err.strerror or err})", (0, 0)
     digest = hashlib.sha1(data).hexdigest()
     try:
-        return decode_image(data, size), digest, ""
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        return None, digest, f"{sample.path} ({type(err).__name__}: {err})"
+        arr, original = _decode(data, size)
+    except Image.DecompressionBombError as err:
+        return None, digest, f"{shown(sample.path)} (too large: {err})", (0, 0)
+    except UnidentifiedImageError:  # Pillow's message only names an in-memory buffer
+        return None, digest, f"{shown(sample.path)} (not an image format Pillow can read)", (0, 0)
+    except (OSError, ValueError) as err:
+        return None, digest, f"{shown(sample.path)} ({type(err).__name__}: {err})", (0, 0)
+    return arr, digest, "", original
 
 
 def build_cache(
@@ -136,9 +111,10 @@ def build_cache(
 ) -> tuple[pd.DataFrame, list[str]]:
     """Decode ``samples`` once into the ``.npy`` cache at ``out``; return their table and the bad files.
 
-    Rows are streamed to disk as they are decoded, so memory stays flat whatever the dataset's
-    size. With ``on_invalid="error"`` an unreadable file raises :class:`DataError` listing them
-    all; with ``"skip"`` they are left out and returned.
+    The table has columns path, class, sha1 and the original width and height. Rows are
+    streamed to disk as they are decoded, so memory stays flat whatever the dataset's size. With
+    ``on_invalid="error"`` an unreadable file raises :class:`DataError` listing them all; with
+    ``"skip"`` they are left out and returned.
     """
     root, out = Path(root), Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -146,22 +122,24 @@ def build_cache(
     with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", suffix=".raw") as raw:
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
             results = pool.map(lambda s: _read_and_decode(root, s, size), samples)
-            for sample, (arr, digest, error) in zip(
+            for sample, (arr, digest, error, (width, height)) in zip(
                 samples, tqdm(results, total=len(samples), desc="prepare: decoding", unit="img"), strict=True
             ):
                 if arr is None:
                     bad.append(error)
                     continue
                 raw.write(arr.tobytes())
-                rows.append({"path": sample.path, "class": sample.label, "sha1": digest})
+                rows.append(
+                    {"path": sample.path, "class": sample.label, "sha1": digest, "width": width, "height": height}
+                )
         if bad and on_invalid == "error":
             raise DataError(
                 f"{root}: {len(bad)} file(s) could not be read as images: {list_preview(bad)}. "
-                "Remove them, or set data.on_invalid: skip to leave them out (the count is recorded)."
+                f"Remove them, {SKIP_HINT}."
             )
         raw.flush()
         _raw_to_npy(Path(raw.name), out, (len(rows), 3, size, size))
-    return pd.DataFrame(rows, columns=["path", "class", "sha1"]), bad
+    return pd.DataFrame(rows, columns=["path", "class", "sha1", "width", "height"]), bad
 
 
 def _raw_to_npy(raw: Path, out: str | Path, shape: tuple[int, ...]) -> None:
@@ -172,31 +150,44 @@ def _raw_to_npy(raw: Path, out: str | Path, shape: tuple[int, ...]) -> None:
         shutil.copyfileobj(src, dst, length=16 << 20)
 
 
-def split_indices(labels: Sequence[str], val_fraction: float, test_fraction: float, seed: int) -> list[str]:
+def split_indices(
+    labels: Sequence[str], val_fraction: float, test_fraction: float, seed: int, groups: Sequence[str] | None = None
+) -> list[str]:
     """Assign each item a split, stratified by label and reproducible for ``seed``.
 
     Every class gets at least one validation and one test image and keeps at least one for
-    training; a class too small for that raises :class:`DataError` naming it.
+    training; a class too small for that raises :class:`DataError` naming it. Items sharing a
+    non-empty ``groups`` value (identical images: their sha1) always land in the same split, so
+    a duplicate cannot leak from training into validation or test.
     """
     labels = list(labels)
+    keys = [g or f"#{i}" for i, g in enumerate(groups)] if groups is not None else [f"#{i}" for i in range(len(labels))]
     splits = [""] * len(labels)
     too_small = []
     for class_index, label in enumerate(sorted(set(labels))):
-        members = [i for i, lab in enumerate(labels) if lab == label]
-        n = len(members)
+        units: dict[str, list[int]] = defaultdict(list)  # distinct images -> their copies, in file order
+        for i, lab in enumerate(labels):
+            if lab == label:
+                units[keys[i]].append(i)
+        n = sum(len(copies) for copies in units.values())
         n_test = max(1, round(n * test_fraction))
         n_val = max(1, round(n * val_fraction))
         if n - n_test - n_val < 1:
             too_small.append(f"{label!r} ({n} image{'s' if n != 1 else ''})")
             continue
-        order = np.random.default_rng([seed, class_index]).permutation(n)
-        for rank, position in enumerate(order):
-            split = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
-            splits[members[position]] = split
+        # Without duplicates every unit is one image and this is a plain seeded permutation.
+        placed, copies_of = 0, list(units.values())
+        for position in np.random.default_rng([seed, class_index]).permutation(len(copies_of)):
+            split = "test" if placed < n_test else "val" if placed < n_test + n_val else "train"
+            for i in copies_of[position]:
+                splits[i] = split
+            placed += len(copies_of[position])
+        if {splits[i] for copies in copies_of for i in copies} != set(SPLITS):
+            too_small.append(f"{label!r} ({n} images but only {len(units)} distinct)")
     if too_small:
         raise DataError(
             f"class(es) with too few images to split into train/val/test: {list_preview(too_small)}; "
-            "each class needs at least 3 (more with larger val/test fractions)"
+            "each class needs at least 3 distinct images (more with larger val/test fractions)"
         )
     return splits
 
@@ -217,20 +208,18 @@ def nested_train_subset(manifest: pd.DataFrame, fraction: float, seed: int) -> p
 
 
 def make_manifest(table: pd.DataFrame, config: DataConfig, seed: int) -> pd.DataFrame:
-    """Add the ``split`` column to a (path, class, sha1) table; apply ``data.train_fraction``."""
+    """Add the ``split`` column to a (path, class, sha1) table; apply ``data.train_fraction``.
+
+    Copies of one image (same sha1) share a split.
+    """
     manifest = table.copy()
-    manifest["split"] = split_indices(manifest["class"], config.val_fraction, config.test_fraction, seed)
+    manifest["split"] = split_indices(
+        manifest["class"], config.val_fraction, config.test_fraction, seed, groups=manifest.get("sha1")
+    )
     if config.train_fraction < 1:
         keep = nested_train_subset(manifest, config.train_fraction, seed)
         manifest.loc[(manifest["split"] == "train") & ~keep, "split"] = UNUSED
     return manifest
-
-
-def check_classes(samples: Iterable[Sample], root: str | Path) -> None:
-    """At least two classes are needed to classify anything."""
-    classes = sorted({s.label for s in samples})
-    if len(classes) < 2:
-        raise DataError(f"{root}: found only one class ({classes[0]!r}); a classifier needs at least two")
 
 
 @dataclass(frozen=True)
@@ -264,12 +253,26 @@ def load_prepared(folder: str | Path) -> PreparedData:
 
 def prepare_dataset(*, raw: Path, out: Path, params: Params, summary_path: Path) -> dict[str, Any]:
     """Scan and check ``raw``, cache it at ``data.image_size``, split it, write the manifest."""
-    samples = scan_image_folder(raw)
-    check_classes(samples, raw)
-    log.info("found %d files in %d classes under %s", len(samples), len({s.label for s in samples}), raw)
-    table, skipped = build_cache(raw, samples, params.data.image_size, out / IMAGES, params.data.on_invalid)
-    check_classes([s for s in samples if s.path in set(table["path"])], raw)
-    manifest = make_manifest(table, params.data, params.seed)
+    size, on_invalid = params.data.image_size, params.data.on_invalid
+    scanned = scan_image_folder(raw)
+    check_classes(scanned, raw)
+    screened = screen_samples(raw, scanned, on_invalid)
+    log.info("found %d files in %d classes under %s", len(scanned), len({s.label for s in scanned}), raw)
+    table, bad = build_cache(raw, screened.samples, size, out / IMAGES, on_invalid)
+    skipped = screened.skipped + bad
+    if skipped:
+        log.warning("%s: left out %d file(s) (data.on_invalid: skip): %s", raw, len(skipped), list_preview(skipped))
+    check_classes([s for s in scanned if s.path in set(table["path"])], raw)
+    upscaled = small_images(table, size)
+    if upscaled:
+        log.warning(
+            "%d image(s) are smaller than data.image_size (%d px) on their short side and are upscaled: %s",
+            len(upscaled), size, list_preview([shown(p) for p in upscaled]),
+        )  # fmt: skip
+    manifest = make_manifest(table.drop(columns=["width", "height"]), params.data, params.seed)
+    groups, copies = duplicate_counts(manifest["sha1"])
+    if groups:
+        log.warning("%d group(s) of identical images (%d files): each group is kept in one split", groups, copies)
     with atomic_path(out / MANIFEST) as tmp:
         manifest.to_csv(tmp, index=False)
     counts = manifest.groupby(["split", "class"]).size()
@@ -277,10 +280,14 @@ def prepare_dataset(*, raw: Path, out: Path, params: Params, summary_path: Path)
         "images": len(manifest),
         "classes": len(counts.index.get_level_values("class").unique()),
         "skipped_files": len(skipped),
-        **{f"{split}_images": int(counts.get(split, pd.Series(dtype=int)).sum()) for split in ("train", "val", "test")},
+        "stray_files": len(screened.stray),
+        "duplicate_groups": groups,
+        "duplicate_images": copies,
+        "upscaled_images": len(upscaled),
+        **{f"{split}_images": int(counts.get(split, pd.Series(dtype=int)).sum()) for split in SPLITS},
         "unused_train_images": int(counts.get("unused", pd.Series(dtype=int)).sum()),
     }
     write_json(summary_path, summary)
-    for split in ("train", "val", "test"):
+    for split in SPLITS:
         log.info("%s: %s", split, {k: int(v) for k, v in counts.get(split, pd.Series(dtype=int)).items()})
     return summary

@@ -14,7 +14,10 @@ from tvs.checkpoint import load_checkpoint
 from tvs.data import load_prepared
 from tvs.io import atomic_path, write_json
 from tvs.metrics import arm_metrics, compare, confusion
+from tvs.report import write_pair_report
 from tvs.runtime import Runtime
+from tvs.stats import EvidenceSettings, pair_evidence
+from tvs.study import training_manifest
 from tvs.training import iterate_batches, predict_proba, to_model_input
 
 log = logging.getLogger(__name__)
@@ -37,16 +40,44 @@ def predict_arm(
     return probs, true, meta
 
 
-def evaluate_arms(*, models: dict[str, Path], data_dir: Path, metrics_dir: Path, eval_dir: Path) -> dict[str, Any]:
-    """Score each arm on the test split; write per-arm metrics, the comparison and confusion plots."""
+def divergence(meta: dict[str, Any]) -> dict[str, int]:
+    """A checkpoint's divergence flags as numbers (0: did not diverge), so `dvc metrics` shows them."""
+    return {"diverged": int(bool(meta.get("diverged"))), "diverged_epoch": int(meta.get("diverged_epoch") or 0)}
+
+
+def guard_comparison(comparison: dict[str, Any], results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """If an arm diverged, its numbers are not a fair comparison: the differences become null."""
+    diverged = sorted(arm for arm, metrics in results.items() if metrics.get("diverged"))
+    if diverged:
+        log.warning("%s diverged: comparison.json holds no differences (null), only the flag", ", ".join(diverged))
+    return {**{k: None if diverged else v for k, v in comparison.items()}, "diverged": int(bool(diverged))}
+
+
+def evaluate_arms(
+    *,
+    models: dict[str, Path],
+    data_dir: Path,
+    metrics_dir: Path,
+    eval_dir: Path,
+    evidence: EvidenceSettings | None = None,
+    verdict: Path | None = None,
+    curve_plot: Path | None = None,
+) -> dict[str, Any]:
+    """Score each arm on the test split; write per-arm metrics, the comparison and confusion plots.
+
+    ``comparison.json`` also holds the paired evidence (McNemar, bootstrap CI, time-to-accuracy);
+    with ``verdict``, the verdict is written there (and the time-to-accuracy plot to ``curve_plot``).
+    """
     from dvclive import Live
 
-    results = {}
+    evidence = evidence or EvidenceSettings()
+    results, correct, metas = {}, {}, {}
     manifest = load_prepared(data_dir).manifest
     test_paths = manifest.loc[manifest["split"] == "test", "path"].to_numpy()
     for arm, model_dir in models.items():
         probs, labels, meta = predict_arm(model_dir, data_dir)
-        results[arm] = arm_metrics(probs, labels, meta)
+        results[arm] = {**arm_metrics(probs, labels, meta), **divergence(meta)}
+        correct[arm], metas[arm] = probs.argmax(1) == labels, meta
         classes = np.array(meta["classes"])
         with Live(dir=str(eval_dir / arm), save_dvc_exp=False, dvcyaml=None, report=None) as live:
             live.log_sklearn_plot("confusion_matrix", classes[labels].tolist(), classes[probs.argmax(1)].tolist())
@@ -58,5 +89,16 @@ def evaluate_arms(*, models: dict[str, Path], data_dir: Path, metrics_dir: Path,
         write_json(metrics_dir / f"{arm}.json", results[arm])
         log.info("%s: %s | confusion %s", arm, results[arm], confusion(probs, labels).tolist())
     if {"pretrained", "scratch"} <= results.keys():
-        write_json(metrics_dir / "comparison.json", compare(results["pretrained"], results["scratch"]))
+        comparison = compare(results["pretrained"], results["scratch"])
+        histories = {arm: meta["history"] for arm, meta in metas.items()}
+        comparison = guard_comparison({**comparison, **pair_evidence(correct, histories, evidence)}, results)
+        write_json(metrics_dir / "comparison.json", comparison)
+        if verdict is not None:
+            params = metas["pretrained"]["params"]  # the training subset's size, as train_arm chose it
+            subset = training_manifest(manifest, params["data"]["train_fraction"], params["seed"])
+            write_pair_report(
+                verdict_path=verdict, curve_path=curve_plot, metrics=results, comparison=comparison,
+                histories=histories, settings=evidence, train_images=int((subset["split"] == "train").sum()),
+                classes=len(metas["pretrained"]["classes"]),
+            )  # fmt: skip
     return results

@@ -59,3 +59,42 @@ def read_json(path: str | Path) -> Any:
         raise FileNotFoundError(f"{path}: no such file; run the stage that writes it first") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
+
+
+# Where stages may write, relative to the project root (the working directory DVC runs stages in).
+OUTPUT_ROOTS = ("models", "metrics", "data/prepared", "reports", "eval", "dvclive")
+
+
+class UnsafePathError(ValueError):
+    """An output path would land outside the project's output folders."""
+
+
+def check_output_path(path: str | Path, flag: str, root: str | Path | None = None) -> Path:
+    """Return ``path`` if it lies under one of :data:`OUTPUT_ROOTS` of ``root`` (default: cwd).
+
+    The check is lexical: ``..`` is collapsed but symlinks are not followed, so a user may point
+    ``models/`` at another disk, while ``models/../../x`` or ``/tmp/x`` are refused.
+
+    Raises:
+        UnsafePathError: naming ``flag`` (the command-line option) and the allowed folders.
+    """
+    base = Path(os.path.abspath(root if root is not None else Path.cwd()))
+    full = Path(os.path.abspath(base / path))
+    if any(full == base / top or (base / top) in full.parents for top in OUTPUT_ROOTS):
+        return Path(path)
+    allowed = ", ".join(f"{top}/" for top in OUTPUT_ROOTS)
+    raise UnsafePathError(f"{flag} {path}: outside the project's output folders; stages write only under {allowed}")
+
+
+def check_output_paths(**paths: str | Path) -> None:
+    """:func:`check_output_path` for each ``flag_name=path`` (``eval_dir`` names ``--eval-dir``)."""
+    for name, path in paths.items():
+        check_output_path(path, "--" + name.replace("_", "-"))
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete the temporary files :func:`atomic_path` leaves behind when a process is killed."""
+    stale = sorted(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale

@@ -10,7 +10,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +20,31 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from tvs.checkpoint import save_checkpoint
-from tvs.config import ArmConfig, Params, to_dict
-from tvs.data import PreparedData, load_prepared
+from tvs.checkpoint import cpu_state, save_state, update_meta
+from tvs.config import ArmConfig, ConfigError, Params, to_dict
+from tvs.data import MANIFEST, PreparedData, load_prepared
 from tvs.models import arch_spec, build_model, set_backbone_trainable, transfer_weights
+from tvs.resume import ResumeSpec, clear_state, default_resume_dir, fingerprint, load_state, restore, snapshot
+from tvs.resume import save_state as save_resume_state
 from tvs.runtime import Runtime, make_runtime, seed_everything
 from tvs.weights import load_pretrained_state
 
 log = logging.getLogger(__name__)
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+# An epoch whose mean training loss exceeds this many times a uniform guess's (ln of the class
+# count) has diverged even though the loss is finite: with AdamW and BatchNorm a far too high lr
+# (`dvc exp run -S lr=10`) gives losses in the thousands rather than NaN. Healthy runs stay within
+# a few times ln C, so 25 leaves a wide margin.
+EXPLODED = 25.0
 
-    def __init__(self, epoch: int, step: int, loss: float):
-        super().__init__(f"loss is {loss} at epoch {epoch}, step {step}: training diverged (try a lower lr)")
-        self.epoch, self.step, self.loss = epoch, step, loss
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite, or exploded past :data:`EXPLODED` times a uniform guess's."""
+
+    def __init__(self, epoch: int, what: str):
+        super().__init__(f"{what}: training diverged (try a lower lr)")
+        self.epoch = epoch
 
 
 @dataclass
@@ -56,6 +65,7 @@ class FitResult:
     best_val_accuracy: float = -1.0
     best_val_loss: float = math.inf
     train_seconds: float = 0.0
+    diverged_epoch: int = 0  # the epoch whose loss became non-finite; 0: training did not diverge
 
 
 # --- model initialisation: the one place where the arms differ ------------------------------
@@ -84,13 +94,16 @@ def iterate_batches(
     the device (the GPU fast path).
     """
     cuda = runtime.device.type == "cuda"
+    on_device = isinstance(images, torch.Tensor)
+    if on_device:  # one copy up front: a pageable copy per batch would wait for the GPU each time
+        rows, labels = rows.to(images.device), labels.to(runtime.device)
     for start in range(0, len(rows), batch_size):
         idx, y = rows[start : start + batch_size], labels[start : start + batch_size]
-        if isinstance(images, torch.Tensor):
-            x = images[idx.to(images.device)]
-        else:
-            x = torch.from_numpy(images[idx.numpy()])
-            x = x.pin_memory().to(runtime.device, non_blocking=True) if cuda else x
+        if on_device:
+            yield images[idx], y
+            continue
+        x = torch.from_numpy(images[idx.numpy()])
+        x = x.pin_memory().to(runtime.device, non_blocking=True) if cuda else x
         yield x, y.to(runtime.device, non_blocking=cuda)
 
 
@@ -106,7 +119,9 @@ def random_flips(x: torch.Tensor, generator: torch.Generator, transpose: bool = 
     With ``transpose`` each image is also transposed with probability 1/2, which makes all
     eight symmetries of the square (90-degree rotations included) equally likely.
     """
-    masks = torch.rand(3, x.shape[0], generator=generator).lt(0.5).to(x.device)[:, :, None, None, None]
+    masks = (
+        torch.rand(3, x.shape[0], generator=generator).lt(0.5).to(x.device, non_blocking=True)[:, :, None, None, None]
+    )
     x = torch.where(masks[0], x.flip(-1), x)
     x = torch.where(masks[1], x.flip(-2), x)
     return torch.where(masks[2], x.transpose(-1, -2), x) if transpose else x
@@ -125,7 +140,7 @@ def train_one_epoch(
     label_smoothing: float,
     epoch: int,
 ) -> EpochStats:
-    """One pass over the training batches; raises :class:`TrainingDiverged` on a non-finite loss."""
+    """One pass over the training batches; raises :class:`TrainingDiverged` on a non-finite or exploded loss."""
     model.train()
     start = time.perf_counter()
     total_loss = torch.zeros((), device=runtime.device)
@@ -143,10 +158,15 @@ def train_one_epoch(
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
         if step % 20 == 0 and not torch.isfinite(loss).item():  # a sync every 20 steps, not every step
-            raise TrainingDiverged(epoch, step, loss.item())
+            raise TrainingDiverged(epoch, f"loss is {loss.item()} at epoch {epoch}, step {step}")
     mean_loss = total_loss.item() / max(seen, 1)
+    limit = EXPLODED * math.log(max(2, logits.shape[1]))
     if not math.isfinite(mean_loss):
-        raise TrainingDiverged(epoch, step, mean_loss)
+        raise TrainingDiverged(epoch, f"mean training loss of epoch {epoch} is {mean_loss}")
+    if mean_loss > limit:
+        raise TrainingDiverged(
+            epoch, f"mean training loss of epoch {epoch} is {mean_loss:.4g}, over {limit:.4g} ({EXPLODED:g} x ln C)"
+        )
     return EpochStats(mean_loss, correct.item() / max(seen, 1), time.perf_counter() - start)
 
 
@@ -195,18 +215,21 @@ def fit(
     out_dir: str | Path,
     live: Any | None = None,
     generator: torch.Generator | None = None,
+    resume: ResumeSpec | None = None,
 ) -> FitResult:
     """Train arm ``arm_name`` on ``data``'s train split; keep the best epoch by validation accuracy.
 
     Writes the best checkpoint to ``out_dir`` (atomically, each time it improves) and logs
-    per-epoch curves to ``live`` (a DVCLive ``Live``) when given.
+    per-epoch curves to ``live`` (a DVCLive ``Live``) when given. With ``resume``, the state
+    after each epoch is saved there and a run interrupted earlier continues where it stopped.
+    If the loss becomes non-finite the arm stops: the checkpoint keeps the best epoch so far (or
+    the initial weights) and its sidecar says ``"diverged": true``.
     """
     arm, cfg = params.arm(arm_name), params.train
     spec = arch_spec(params.model.arch)
     train_rows, train_labels = data.split("train")
     val_rows, val_labels = data.split("val")
-    if cfg.batch_size > len(train_rows):
-        raise ValueError(f"train.batch_size: {cfg.batch_size} exceeds the {len(train_rows)} training images")
+    check_batch_size(cfg.batch_size, len(train_rows))
     generator = generator or torch.Generator().manual_seed(params.seed)
 
     model = init_model(params, arm, len(data.classes)).to(runtime.device)
@@ -234,14 +257,23 @@ def fit(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(steps_per_epoch * cfg.epochs, round(steps_per_epoch * cfg.warmup_epochs))
     )
-    result = FitResult()
+    result, start_epoch = FitResult(), 1
+    best = initial = cpu_state(model)  # what the checkpoint holds if the very first epoch diverges
+    if resume is not None and (saved := load_state(resume)) is not None:
+        restore(saved, model, optimizer, scheduler, generator)
+        result, start_epoch, best = FitResult(**saved["result"]), saved["epoch"] + 1, saved["best"]
+        _replay(result, live, runtime)
     log.info(
         "%s: %s, %d train / %d val images, %d classes, lr %.3g, %s, %s",
         arm_name, params.model.arch, len(train_rows), len(val_rows), len(data.classes), lr,
         runtime.device, runtime.amp_dtype or "fp32",
     )  # fmt: skip
-    fit_start = time.perf_counter()
-    for epoch in tqdm(range(1, cfg.epochs + 1), desc=f"{arm_name}: epochs", unit="epoch", disable=not runtime.is_main):
+    fit_start = time.perf_counter() - result.train_seconds
+    if runtime.is_main and start_epoch > 1:  # DVC deleted the output before rerunning the stage
+        save_state(out_dir, best, _meta(params, arm_name, data, result))
+    for epoch in tqdm(
+        range(start_epoch, cfg.epochs + 1), desc=f"{arm_name}: epochs", unit="epoch", disable=not runtime.is_main
+    ):
         set_backbone_trainable(model, params.model.arch, trainable=epoch > arm.freeze_epochs)
         lr_now = optimizer.param_groups[0]["lr"]
         order = runtime.shard(torch.randperm(len(train_rows), generator=generator))
@@ -254,10 +286,18 @@ def fit(
             leave=False,
             disable=not runtime.is_main,
         )
-        stats = train_one_epoch(net, bar, optimizer, scheduler, train_input, runtime, cfg.label_smoothing, epoch)
-        val_batches = iterate_batches(images, val_rows, val_y, 2 * cfg.batch_size, runtime)
-        val_probs, val_true = predict_proba(net, val_batches, eval_input, runtime)
-        val_loss, val_acc = evaluate_loss_accuracy(val_probs, val_true)
+        try:
+            stats = train_one_epoch(net, bar, optimizer, scheduler, train_input, runtime, cfg.label_smoothing, epoch)
+            val_batches = iterate_batches(images, val_rows, val_y, 2 * cfg.batch_size, runtime)
+            val_probs, val_true = predict_proba(net, val_batches, eval_input, runtime)
+            val_loss, val_acc = evaluate_loss_accuracy(val_probs, val_true)
+            if not math.isfinite(val_loss):  # NaN weights from the epoch's last step
+                raise TrainingDiverged(epoch, f"validation loss is {val_loss} at epoch {epoch}")
+        except TrainingDiverged as err:
+            result.diverged_epoch = epoch
+            kept = f"epoch {result.best_epoch}'s weights" if result.best_epoch else "the initial weights"
+            log.warning("%s: %s. Stopping this arm; its checkpoint keeps %s.", arm_name, err, kept)
+            break
         row = {
             "epoch": epoch,
             "train_loss": stats.loss,
@@ -277,15 +317,37 @@ def fit(
             _log_epoch(live, row)
         if (val_acc, -val_loss) > (result.best_val_accuracy, -result.best_val_loss):
             result.best_epoch, result.best_val_accuracy, result.best_val_loss = epoch, val_acc, val_loss
+            best = cpu_state(model)
             if runtime.is_main:
-                save_checkpoint(out_dir, model, _meta(params, arm_name, data, result))
+                save_state(out_dir, best, _meta(params, arm_name, data, result))
+        result.train_seconds = time.perf_counter() - fit_start
+        if resume is not None and runtime.is_main and epoch < cfg.epochs:
+            save_resume_state(resume, snapshot(epoch, model, optimizer, scheduler, generator, best, asdict(result)))
     result.train_seconds = time.perf_counter() - fit_start
     if runtime.is_main:
-        # The weights on disk are the best epoch's; the sidecar gains the full history and time.
-        from tvs.checkpoint import update_meta
-
-        update_meta(out_dir, _meta(params, arm_name, data, result))
+        if best is initial:  # diverged in the first epoch: evaluate still gets a model, flagged
+            save_state(out_dir, initial, _meta(params, arm_name, data, result))
+        else:  # the weights on disk are the best epoch's; the sidecar gains the full history and time
+            update_meta(out_dir, _meta(params, arm_name, data, result))
+        if resume is not None:
+            clear_state(resume)
     return result
+
+
+def check_batch_size(batch_size: int, train_images: int) -> None:
+    """A batch cannot be larger than the training split: say so before any work starts."""
+    if batch_size > train_images:
+        raise ConfigError(
+            f"train.batch_size: {batch_size} exceeds the {train_images} training images; lower it "
+            "(the split fractions and data.train_fraction set the training split's size)"
+        )
+
+
+def _replay(result: FitResult, live: Any | None, runtime: Runtime) -> None:
+    """Log the epochs done before an interruption again: DVC deleted the DVCLive folder too."""
+    if live is not None and runtime.is_main:
+        for row in result.history:
+            _log_epoch(live, row)
 
 
 def _meta(params: Params, arm_name: str, data: PreparedData, result: FitResult) -> dict[str, Any]:
@@ -303,6 +365,8 @@ def _meta(params: Params, arm_name: str, data: PreparedData, result: FitResult) 
         "best_val_accuracy": result.best_val_accuracy,
         "best_val_loss": result.best_val_loss,
         "train_seconds": result.train_seconds,
+        "diverged": result.diverged_epoch > 0,
+        "diverged_epoch": result.diverged_epoch or None,
         "history": result.history,
         "params": to_dict(params),
     }
@@ -339,22 +403,37 @@ def _wrap(model: nn.Module, runtime: Runtime, compile: bool) -> nn.Module:
 # --- the stage's worker ---------------------------------------------------------------------
 
 
-def train_arm(*, arm: str, data_dir: Path, out: Path, params: Params, live_dir: Path | None = None) -> dict[str, Any]:
-    """Train one arm and write its checkpoint; per-epoch curves go to DVCLive in ``live_dir``."""
+def train_arm(
+    *, arm: str, data_dir: Path, out: Path, params: Params, live_dir: Path | None = None, min_steps: int = 0
+) -> dict[str, Any]:
+    """Train one arm and write its checkpoint; per-epoch curves go to DVCLive in ``live_dir``.
 
+    It trains on the nested subset of the training split for ``data.train_fraction`` and ``seed``
+    (what ``prepare`` kept, or a study cell's own subset), for at least ``min_steps`` steps.
+
+    An interrupted run resumes from its last epoch: the state is kept beside ``out`` (see
+    :mod:`tvs.resume`), and used again only with the same params, data and code.
+    """
+    from tvs.study import cell_setup  # the subset and step-budget rule live with the data-efficiency study
+
+    data, params = cell_setup(load_prepared(data_dir), params, min_steps)
+    check_batch_size(params.train.batch_size, len(data.split("train")[0]))  # before any work starts
     runtime = make_runtime(params.train)
     generator = seed_everything(params.seed)
-    data = load_prepared(data_dir)
+    resume = ResumeSpec(default_resume_dir(out), fingerprint(params, arm, Path(data_dir) / MANIFEST))
     with _live(live_dir, runtime) as live:
-        result = fit(params, arm, data, runtime, out, live=live, generator=generator)
-    log.info(
-        "%s: best val accuracy %.4f at epoch %d, %.1fs",
-        arm,
-        result.best_val_accuracy,
-        result.best_epoch,
-        result.train_seconds,
-    )
-    return {"best_epoch": result.best_epoch, "train_seconds": result.train_seconds}
+        result = fit(params, arm, data, runtime, out, live=live, generator=generator, resume=resume)
+    if result.diverged_epoch:
+        log.warning("%s: diverged at epoch %d; evaluate will report it as diverged", arm, result.diverged_epoch)
+    if result.best_epoch:
+        log.info(
+            "%s: best val accuracy %.4f at epoch %d, %.1fs",
+            arm,
+            result.best_val_accuracy,
+            result.best_epoch,
+            result.train_seconds,
+        )
+    return {"best_epoch": result.best_epoch, "train_seconds": result.train_seconds, "diverged": result.diverged_epoch}
 
 
 def _live(live_dir: Path | None, runtime: Runtime):

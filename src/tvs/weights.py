@@ -119,12 +119,21 @@ def load_file(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises UnpicklingError/RuntimeError for refused content
-            raise WeightsError(f"model.weights: {path}: refused or unreadable with weights_only=True ({err})") from None
+            raise WeightsError(
+                f"model.weights: {path}: refused or unreadable with weights_only=True ({_why_refused(err)})"
+            ) from None
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise WeightsError(f"model.weights: {path}: not a state dict of tensors")
         return state
     raise WeightsError(f"model.weights: {path}: unsupported file type; use .safetensors, .pt or .pth")
+
+
+def _why_refused(err: Exception) -> str:
+    """The line of torch's message that says why; not its advice to retry with weights_only=False."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    why = next((line for line in lines if "WeightsUnpickler error" in line), lines[0] if lines else repr(err))
+    return why.split(" Please use")[0]
 
 
 def load_torchvision(arch: str, name: str) -> dict[str, torch.Tensor]:

@@ -1,0 +1,35 @@
+"""DVC stage `report` of the study (study/dvc.yaml): every cell -> summary metrics, the curve, the verdict."""
+
+import argparse
+from pathlib import Path
+
+from tvs.cli import run_stage
+from tvs.io import check_output_paths
+from tvs.study import load_study_params
+from tvs.study_report import write_study_report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", type=Path, required=True, help="the study's params (grid and report settings)")
+    parser.add_argument("--data", type=Path, required=True, help="prepared data folder (for the training sizes)")
+    parser.add_argument("--results", type=Path, required=True, help="folder of the evaluate cells: <fraction>/<seed>/")
+    parser.add_argument("--summary", type=Path, required=True, help="JSON metrics of the whole study")
+    parser.add_argument("--verdict", type=Path, required=True, help="the study's verdict (Markdown)")
+    parser.add_argument("--plot", type=Path, required=True, help="PNG: test accuracy vs training images per class")
+    parser.add_argument("--table", type=Path, required=True, help="CSV of the curve, for `dvc plots`")
+    args = parser.parse_args()
+    check_output_paths(summary=args.summary, verdict=args.verdict, plot=args.plot, table=args.table)
+    write_study_report(
+        study=load_study_params(args.params),
+        data_dir=args.data,
+        results=args.results,
+        summary_path=args.summary,
+        verdict_path=args.verdict,
+        plot_path=args.plot,
+        table_path=args.table,
+    )
+
+
+if __name__ == "__main__":
+    run_stage("report", main)
