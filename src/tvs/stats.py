@@ -1,0 +1,213 @@
+"""The statistics of the comparison: seed summaries, paired tests on the same test images, and
+time-to-accuracy from the per-epoch histories. scipy does the maths; nothing here touches files.
+
+- Over seeds: mean, sample SD and a Student-t confidence interval (:func:`mean_ci`).
+- On one pair of runs scored on the same test images: McNemar's exact test on the per-image
+  correctness (:func:`mcnemar_exact`) and a paired bootstrap CI of the accuracy difference
+  (:func:`paired_bootstrap_ci`).
+- Speed: the wall seconds and epochs each arm needs to reach a target validation accuracy
+  (:func:`time_to_accuracy`); the default target is 95% of the better arm's best.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+# scipy is imported where it is used: training imports this module's light parts (through
+# tvs.study) and should not pay scipy's import time in every run.
+
+
+@dataclass(frozen=True)
+class EvidenceSettings:
+    """How the evidence is computed: CI level, bootstrap size and the time-to-accuracy target."""
+
+    confidence: float = 0.95  # of every CI; 1 - confidence is the significance level of the tests
+    resamples: int = 10_000  # paired bootstrap resamples
+    target_fraction: float = 0.95  # time-to-accuracy target: this share of the better arm's best val accuracy
+    seed: int = 0  # of the bootstrap's random generator, so reports are reproducible
+
+    def __post_init__(self) -> None:
+        if not 0 < self.confidence < 1:
+            raise ValueError(f"confidence: must be in (0, 1), got {self.confidence}")
+        if self.resamples < 100:
+            raise ValueError(f"resamples: must be at least 100, got {self.resamples}")
+        if not 0 < self.target_fraction <= 1:
+            raise ValueError(f"target_fraction: must be in (0, 1], got {self.target_fraction}")
+
+    @property
+    def alpha(self) -> float:
+        """The significance level that matches the confidence level."""
+        return 1 - self.confidence
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean with its sample SD and confidence interval; ``None`` where one value cannot give them."""
+
+    mean: float
+    sd: float | None
+    low: float | None
+    high: float | None
+    n: int
+
+
+def mean_ci(
+    values: Sequence[float], confidence: float = 0.95, bounds: tuple[float, float] = (-math.inf, math.inf)
+) -> Estimate:
+    """Mean, sample standard deviation (ddof 1) and Student-t CI of ``values`` (e.g. over seeds).
+
+    ``bounds`` clip the CI to where the quantity can lie (an accuracy in [0, 1]): with few seeds
+    the t interval can reach past them.
+    """
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        raise ValueError("mean_ci: no values")
+    mean = float(x.mean())
+    if x.size == 1:
+        return Estimate(mean, None, None, None, 1)
+    if np.all(x == x[0]):  # no spread (and no rounding noise from the mean)
+        return Estimate(float(x[0]), 0.0, float(x[0]), float(x[0]), int(x.size))
+    sd = float(x.std(ddof=1))
+    low, high = stats.t.interval(confidence, df=x.size - 1, loc=mean, scale=sd / math.sqrt(x.size))
+    return Estimate(mean, sd, max(float(low), bounds[0]), min(float(high), bounds[1]), int(x.size))
+
+
+def _paired(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"paired correctness must be two 1-D arrays of the same length, got {a.shape}, {b.shape}")
+    return a, b
+
+
+@dataclass(frozen=True)
+class McNemar:
+    """McNemar's exact test: only the discordant images carry information."""
+
+    only_a: int  # images arm A classified correctly and arm B did not
+    only_b: int  # the reverse
+    p_value: float
+
+
+def mcnemar_exact(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> McNemar:
+    """Two-sided exact McNemar test on per-image correctness of two classifiers on the same images.
+
+    Under the null hypothesis (equal accuracy) each discordant image is equally likely to favour
+    either arm, so ``only_a`` is Binomial(only_a + only_b, 1/2): an exact binomial test.
+    """
+    from scipy import stats
+
+    a, b = _paired(correct_a, correct_b)
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    if only_a + only_b == 0:
+        return McNemar(0, 0, 1.0)
+    return McNemar(only_a, only_b, float(stats.binomtest(only_a, only_a + only_b, 0.5).pvalue))
+
+
+def _mean_difference(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+    return a.mean(axis=axis) - b.mean(axis=axis)
+
+
+def paired_bootstrap_ci(
+    correct_a: Sequence[bool],
+    correct_b: Sequence[bool],
+    confidence: float = 0.95,
+    resamples: int = 10_000,
+    seed: int = 0,
+) -> Estimate:
+    """Accuracy of A minus accuracy of B, with a paired bootstrap (BCa) CI over the test images.
+
+    Images are resampled with replacement as pairs, so the CI accounts for both arms being scored
+    on the same images. When every image gives the same difference there is nothing to resample
+    and the CI is the point itself.
+    """
+    from scipy import stats
+
+    a, b = _paired(correct_a, correct_b)
+    a, b = a.astype(float), b.astype(float)
+    diff = float(a.mean() - b.mean())
+    if np.all(a - b == (a - b)[0]):
+        return Estimate(diff, 0.0, diff, diff, int(a.size))
+    result = stats.bootstrap(
+        (a, b),
+        _mean_difference,
+        paired=True,
+        vectorized=True,
+        n_resamples=resamples,
+        confidence_level=confidence,
+        method="BCa",
+        rng=np.random.default_rng(seed),
+    )
+    ci = result.confidence_interval
+    return Estimate(diff, float(result.standard_error), float(ci.low), float(ci.high), int(a.size))
+
+
+@dataclass(frozen=True)
+class TimeToAccuracy:
+    """When a run first reached the target validation accuracy (``None``: never, within its epochs)."""
+
+    epoch: int | None
+    seconds: float | None
+    epochs_trained: int
+
+
+def time_to_accuracy(history: Sequence[Mapping[str, float]], target: float) -> TimeToAccuracy:
+    """The first epoch whose validation accuracy reaches ``target``, and the wall seconds until then.
+
+    ``history`` is the checkpoint sidecar's per-epoch list (``epoch``, ``val_accuracy``,
+    ``elapsed_seconds``: wall time since training started, validation included).
+    """
+    for row in history:
+        if row["val_accuracy"] >= target - 1e-12:
+            return TimeToAccuracy(int(row["epoch"]), float(row["elapsed_seconds"]), len(history))
+    return TimeToAccuracy(None, None, len(history))
+
+
+def target_accuracy(histories: Mapping[str, Sequence[Mapping[str, float]]], fraction: float) -> float:
+    """``fraction`` of the best validation accuracy any of the runs reached."""
+    values = [row["val_accuracy"] for history in histories.values() for row in history]
+    best = max((v for v in values if math.isfinite(v)), default=None)
+    if best is None:
+        raise ValueError("no per-epoch history to take a target accuracy from")
+    return fraction * best
+
+
+def pair_evidence(
+    correct: Mapping[str, Sequence[bool]],
+    histories: Mapping[str, Sequence[Mapping[str, float]]],
+    settings: EvidenceSettings,
+) -> dict[str, Any]:
+    """The paired evidence for ``comparison.json``: significance and time-to-accuracy, pretrained vs scratch."""
+    mc = mcnemar_exact(correct["pretrained"], correct["scratch"])
+    boot = paired_bootstrap_ci(
+        correct["pretrained"], correct["scratch"], settings.confidence, settings.resamples, settings.seed
+    )
+    target = target_accuracy(histories, settings.target_fraction)
+    reached = {arm: time_to_accuracy(histories[arm], target) for arm in ("pretrained", "scratch")}
+    pre, scr = reached["pretrained"].seconds, reached["scratch"].seconds
+    return {
+        "significance": {
+            "test_images": boot.n,
+            "only_pretrained_correct": mc.only_a,
+            "only_scratch_correct": mc.only_b,
+            "mcnemar_p": mc.p_value,
+            "accuracy_diff": boot.mean,
+            "accuracy_diff_ci_low": boot.low,
+            "accuracy_diff_ci_high": boot.high,
+            "confidence": settings.confidence,
+            "bootstrap_resamples": settings.resamples,
+        },
+        "time_to_accuracy": {
+            "target_val_accuracy": target,
+            "target_fraction_of_best": settings.target_fraction,
+            **{f"{arm}_{key}": value for arm, t in reached.items() for key, value in asdict(t).items()},
+            # > 1: fine-tuning got there faster; None when either arm never got there.
+            "pretrained_speedup": scr / pre if pre and scr else None,
+        },
+    }

@@ -1,0 +1,211 @@
+"""The data-efficiency study's outputs: its summary metrics, the curve (PNG and CSV) and its verdict.
+
+Reads the ``evaluate`` cells the study's ``dvc.yaml`` wrote (one folder per size and seed), so a
+cell's numbers are the same files ``dvc metrics`` would show; the rules are in :mod:`tvs.report`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tvs.config import ARMS
+from tvs.data import load_prepared
+from tvs.io import atomic_path, write_json, write_text
+from tvs.plots import plot_data_efficiency
+from tvs.report import (
+    ARM_ACTION,
+    INCONCLUSIVE,
+    STUDY_RULE,
+    ci_pp,
+    decide,
+    epochs_text,
+    estimate_text,
+    markdown_table,
+    pct,
+    pp,
+    seconds_text,
+    speed_clause,
+)
+from tvs.stats import EvidenceSettings
+from tvs.study import SizeSummary, StudyParams, break_even, summarise_size, training_sizes
+
+
+def size_key(fraction: float) -> str:
+    """``0.05`` -> ``"5pct"``: a metrics key without dots (DVC flattens nested keys with dots)."""
+    return f"{100 * fraction:g}pct".replace(".", "_")
+
+
+def data_requirement(sizes: Sequence[SizeSummary], arm: str, target: float) -> SizeSummary | None:
+    """The smallest size at which ``arm``'s mean test accuracy reaches ``target`` (``None``: never)."""
+    return next((s for s in sorted(sizes, key=lambda s: s.fraction) if s.accuracy[arm].mean >= target), None)
+
+
+def _lead(size: SizeSummary, arm: str) -> tuple[float, float | None, float | None]:
+    """``arm`` minus the other arm at ``size``: mean and CI bounds."""
+    d = size.difference
+    if arm == "pretrained":
+        return d.mean, d.low, d.high
+    return -d.mean, None if d.high is None else -d.high, None if d.low is None else -d.low
+
+
+def study_recommendation(sizes: Sequence[SizeSummary], settings: EvidenceSettings) -> tuple[str, str]:
+    """The decision and the one-line recommendation of the study (rule: :data:`tvs.report.STUDY_RULE`)."""
+    ordered = sorted(sizes, key=lambda s: s.fraction)
+    small, large = ordered[0], ordered[-1]
+    conf = settings.confidence
+
+    def lead(size: SizeSummary, arm: str) -> str:
+        mean, low, high = _lead(size, arm)
+        return f"{pp(mean)} test accuracy with {size.images_per_class:,.0f} images per class ({ci_pp(low, high, conf)})"
+
+    seeds = f"{large.seeds} seed{'s' if large.seeds != 1 else ''}"
+    if large.seeds < 2:
+        return INCONCLUSIVE, (
+            f"**Inconclusive**: one seed gives no confidence interval ({pp(large.difference.mean)} for fine-tuning "
+            f"with {large.images_per_class:,.0f} images per class); add seeds to `study/params.yaml`."
+        )
+    even = break_even(sizes)
+    even_text = (
+        "break-even not reached within this data"
+        if even is None
+        else f"scratch is within pretrained's CI from {even.images_per_class:,.0f} images per class on"
+    )
+    at_large = decide(large.difference.low, large.difference.high)
+    at_small = decide(small.difference.low, small.difference.high)
+    if at_large != INCONCLUSIVE:
+        also = ""
+        if small is not large:
+            also = f", {pp(_lead(small, at_large)[0])} with {small.images_per_class:,.0f} per class"
+        speed = _speed(large, settings, subject=at_large)
+        return at_large, f"**{ARM_ACTION[at_large]}**: {lead(large, at_large)}, {seeds}{also}; {even_text}; {speed}."
+    if at_small != INCONCLUSIVE:
+        return f"{at_small} for small data", (
+            f"**{ARM_ACTION[at_small]} for small data**: {lead(small, at_small)}, {seeds}; with "
+            f"{large.images_per_class:,.0f} images per class the arms are indistinguishable "
+            f"({pp(large.difference.mean)}, {ci_pp(large.difference.low, large.difference.high, conf)}); {even_text}."
+        )
+    return INCONCLUSIVE, (
+        f"**Inconclusive**: at no training size does the {conf:.0%} CI of the difference exclude zero "
+        f"(with {large.images_per_class:,.0f} images per class: {pp(large.difference.mean)}, "
+        f"{ci_pp(large.difference.low, large.difference.high, conf)}, {seeds}); more seeds narrow the CIs."
+    )
+
+
+def _speed(size: SizeSummary, settings: EvidenceSettings, subject: str | None = None) -> str:
+    """Speed clause from the mean seconds to target of the seeds; an arm must reach it in every seed."""
+    seconds = {arm: (t.mean if t and size.reached_target[arm] == size.seeds else None)
+               for arm, t in size.seconds_to_target.items()}  # fmt: skip
+    clause = speed_clause(seconds, {arm: size.epochs for arm in ARMS}, size.target_val_accuracy, subject)
+    return clause.replace("validation accuracy", f"validation accuracy ({settings.target_fraction:.0%} of the best)")
+
+
+def study_verdict(sizes: Sequence[SizeSummary], settings: EvidenceSettings, plot_png: str | None) -> str:
+    """The study's ``verdict.md``: recommendation, the table of measured rows, the curve and its table."""
+    ordered = sorted(sizes, key=lambda s: s.fraction)
+    small, large = ordered[0], ordered[-1]
+    conf = settings.confidence
+    _, line = study_recommendation(sizes, settings)
+    best = max(s.accuracy[arm].mean for s in sizes for arm in ARMS)
+    target = settings.target_fraction * best
+
+    def requirement(arm: str) -> str:
+        found = data_requirement(sizes, arm, target)
+        return "not reached within this data" if found is None else f"{found.images_per_class:,.0f} images per class"
+
+    def to_target(arm: str) -> str:
+        t, k = large.seconds_to_target[arm], large.reached_target[arm]
+        if t is None:
+            return f"not reached in {epochs_text(large.epochs)} (any seed)"
+        return f"{seconds_text(t.mean)} ({k} of {large.seeds} seeds reached it)"
+
+    def acc(size: SizeSummary, arm: str) -> str:
+        return estimate_text(size.accuracy[arm], conf)
+
+    def diff(size: SizeSummary) -> str:
+        d = size.difference
+        tests = f"McNemar p < {settings.alpha:g} in {size.significant_seeds} of {size.seeds} seeds"
+        return f"{pp(d.mean)} ({ci_pp(d.low, d.high, conf)}); {tests}"
+
+    even = break_even(sizes)
+    rows = [
+        ("", "pretrained", "scratch", "evidence (pretrained - scratch)"),
+        (f"Best accuracy (test, {large.images_per_class:,.0f} images per class)", acc(large, "pretrained"),
+         acc(large, "scratch"), diff(large)),
+        (f"Performance on small data ({small.images_per_class:,.0f} images per class)", acc(small, "pretrained"),
+         acc(small, "scratch"), diff(small)),
+        (f"Data requirement (to reach {pct(target)}, {settings.target_fraction:.0%} of the best mean)",
+         requirement("pretrained"), requirement("scratch"),
+         "break-even: " + ("not reached within this data" if even is None
+                           else f"{even.images_per_class:,.0f} images per class")),
+        (f"Training time to {pct(large.target_val_accuracy)} val accuracy ({large.images_per_class:,.0f} per class)",
+         to_target("pretrained"), to_target("scratch"), _speed(large, settings)),
+    ]  # fmt: skip
+    curve = [("train fraction", "training images (per class)", "epochs", "pretrained", "scratch", "difference")]
+    curve += [(f"{s.fraction:.0%}", f"{s.train_images:,} ({s.images_per_class:,.0f})", str(s.epochs),
+               acc(s, "pretrained"), acc(s, "scratch"), diff(s)) for s in ordered]  # fmt: skip
+    parts = ["# Verdict of the data-efficiency study", line, markdown_table(rows)]
+    if plot_png:
+        parts.append(f"![Test accuracy against training images per class, both arms, {conf:.0%} CI bands]({plot_png})")
+    parts += [
+        "## Every training size",
+        markdown_table(curve),
+        STUDY_RULE.format(conf=conf, target=settings.target_fraction),
+        f"Each size ran {large.seeds} seeds per arm: a seed draws its own nested training subset, initialisation "
+        "and data order; the split, and so the test images, are the same for every run. Budget: both arms "
+        "of a size get the same epochs (`train.epochs`, raised where needed to reach `min_steps` optimizer steps).",
+    ]
+    return "\n\n".join(parts) + "\n"
+
+
+def study_summary(sizes: Sequence[SizeSummary], settings: EvidenceSettings) -> dict[str, Any]:
+    """``metrics/summary.json``: the decision, the break-even point and each size's numbers."""
+    decision, _ = study_recommendation(sizes, settings)
+    even = break_even(sizes)
+    out: dict[str, Any] = {
+        "recommendation": decision,
+        "break_even_images_per_class": None if even is None else even.images_per_class,
+        "seeds": max(s.seeds for s in sizes),
+    }
+    for s in sorted(sizes, key=lambda s: s.fraction):  # mean, SD and CI over seeds; the CSV has the rest
+        row: dict[str, Any] = {"images_per_class": s.images_per_class}
+        for name, est in (*((arm, s.accuracy[arm]) for arm in ARMS), ("accuracy_diff", s.difference)):
+            key = f"{name}_accuracy" if name in ARMS else name
+            row |= {key: est.mean, f"{key}_sd": est.sd, f"{key}_ci_low": est.low, f"{key}_ci_high": est.high}
+        row["significant_seeds"] = s.significant_seeds
+        out[size_key(s.fraction)] = row
+    return out
+
+
+def curve_table(sizes: Sequence[SizeSummary]) -> pd.DataFrame:
+    """The curve as a table (one row per size) for ``dvc plots``."""
+    rows = []
+    for s in sorted(sizes, key=lambda s: s.fraction):
+        row = {"train_fraction": s.fraction, "train_images": s.train_images, "images_per_class": s.images_per_class}
+        row |= {"epochs": s.epochs, "seeds": s.seeds}
+        for name, est in (*((arm, s.accuracy[arm]) for arm in ARMS), ("difference", s.difference)):
+            row |= {name: est.mean, f"{name}_sd": est.sd, f"{name}_ci_low": est.low, f"{name}_ci_high": est.high}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_study_report(
+    *, study: StudyParams, data_dir: Path, results: Path, summary_path: Path, verdict_path: Path,
+    plot_path: Path, table_path: Path,
+) -> dict[str, Any]:  # fmt: skip
+    """Summarise every cell of the grid in ``study`` and write the summary, curve, table and verdict."""
+    manifest = load_prepared(data_dir).manifest
+    settings = study.report
+    sizes = [summarise_size(results, f, study.seeds, training_sizes(manifest, f), settings) for f in study.fractions]
+    plot_data_efficiency(sizes, break_even(sizes), plot_path, settings.confidence)
+    with atomic_path(table_path) as tmp:
+        curve_table(sizes).to_csv(tmp, index=False)
+    summary = study_summary(sizes, settings)
+    write_json(summary_path, summary)
+    link = Path(os.path.relpath(plot_path, Path(verdict_path).parent)).as_posix()
+    write_text(verdict_path, study_verdict(sizes, settings, link))
+    return summary

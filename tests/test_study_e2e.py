@@ -1,0 +1,165 @@
+"""The data-efficiency study (study/dvc.yaml) with real DVC, on a tiny generated ImageFolder.
+
+2 fractions x 2 arms, 32 px images, one epoch (more where the step floor asks), in a temporary
+git repository holding both pipelines. The scenarios run in order, as a user would: run the
+study with one seed, add a second seed (only its cells run: 2 fractions x 2 arms x 2 seeds in
+all), add a fraction (only its cells are stale), and build the pull-request comment from a real
+`dvc metrics diff`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tvs.pr import pr_comment
+
+from .conftest import PROJECT, write_imagefolder, write_params
+
+pytestmark = pytest.mark.e2e
+
+TINY_STUDY = {
+    "fractions": [0.5, 1.0],
+    "seeds": [0],
+    "min_steps": 3,  # 6 images at 0.5 in batches of 4: 2 steps per epoch, so 2 epochs; 12 images: 1 epoch
+    "report": {"confidence": 0.95, "resamples": 200, "target_fraction": 0.95},
+}
+
+
+def run(cmd: list[str], cwd: Path) -> str:
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
+    }  # fmt: skip
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def dvc(cwd: Path, *args: str) -> str:
+    return run([sys.executable, "-m", "dvc", *args], cwd)
+
+
+def ran_stages(output: str) -> set[str]:
+    """Stage names DVC ran (or would run), without a ``study/dvc.yaml:`` prefix."""
+    return {name.rsplit(":", 1)[-1] for name in re.findall(r"Running stage '([^']+)'", output)}
+
+
+def cells(fractions: list[float], seeds: list[int]) -> set[str]:
+    """The study's stages for ``fractions`` x ``seeds``: both arms' training and the evaluation."""
+    train = {f"train@{f}-{arm}-{s}" for f in fractions for arm in ("pretrained", "scratch") for s in seeds}
+    return train | {f"evaluate@{f}-{s}" for f in fractions for s in seeds}
+
+
+def write_study_params(root: Path, **changes) -> None:
+    (root / "study" / "params.yaml").write_text(yaml.safe_dump({**TINY_STUDY, **changes}, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A git + DVC repository with both pipelines and 12 tiny images per class."""
+    root = tmp_path_factory.mktemp("study")
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(PROJECT / name, root / name)
+    (root / "study").mkdir()
+    shutil.copy(PROJECT / "study" / "dvc.yaml", root / "study" / "dvc.yaml")
+    shutil.copytree(PROJECT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    (root / ".dvc").mkdir()
+    for name in ("config", ".gitignore"):
+        shutil.copy(PROJECT / ".dvc" / name, root / ".dvc" / name)
+    write_params(root / "params.yaml")
+    write_study_params(root)
+    write_imagefolder(root / "data" / "raw", {"cats": 12, "dogs": 12})
+    run(["git", "init", "-q"], root)
+    dvc(root, "add", "-q", "data/raw")
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "tiny project"], root)
+    return root
+
+
+def test_1_the_study_trains_every_cell_on_nested_subsets_and_writes_its_verdict(repo: Path):
+    out = dvc(repo / "study", "repro")
+    assert ran_stages(out) == {"prepare", "report"} | cells([0.5, 1.0], [0])
+    study = repo / "study"
+    summary = json.loads((study / "metrics" / "summary.json").read_text())
+    assert (summary["50pct"]["images_per_class"], summary["100pct"]["images_per_class"]) == (3, 6)
+    assert summary["seeds"] == 1 and summary["recommendation"] == "inconclusive"
+    # The step floor: both arms of the small size trained 2 epochs, the full size 1.
+    for arm in ("pretrained", "scratch"):
+        for fraction, epochs in ((0.5, 2), (1.0, 1)):
+            meta = json.loads((study / "models" / f"{fraction}-{arm}-0" / "meta.json").read_text())
+            assert len(meta["history"]) == epochs and meta["params"]["data"]["train_fraction"] == fraction
+    comparison = json.loads((study / "eval" / "0.5-0" / "comparison.json").read_text())
+    assert {"mcnemar_p", "accuracy_diff_ci_low", "accuracy_diff_ci_high"} <= comparison["significance"].keys()
+    assert (study / "eval" / "0.5-0" / "pretrained" / "predictions.csv").is_file()
+    verdict = (study / "reports" / "verdict.md").read_text()
+    assert verdict.startswith("# Verdict of the data-efficiency study")
+    assert "**Inconclusive**: one seed gives no confidence interval" in verdict  # said plainly
+    assert "](data_efficiency.png)" in verdict
+    assert (study / "reports" / "data_efficiency.png").read_bytes().startswith(b"\x89PNG")
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "study results, one seed"], repo)
+
+
+def test_2_adding_a_seed_runs_only_the_new_cells_and_the_report(repo: Path):
+    assert ran_stages(dvc(repo / "study", "repro")) == set()
+    write_study_params(repo, seeds=[0, 1])
+    out = dvc(repo / "study", "repro")
+    assert ran_stages(out) == cells([0.5, 1.0], [1]) | {"report"}
+    summary = json.loads((repo / "study" / "metrics" / "summary.json").read_text())
+    assert summary["seeds"] == 2 and summary["100pct"]["pretrained_accuracy_ci_low"] is not None
+
+
+def stale_stages(cwd: Path) -> set[str]:
+    """The study's stages `dvc status` reports as changed (what `dvc repro` would run)."""
+    status = json.loads(dvc(cwd, "status", "--json", "dvc.yaml"))
+    return {name.rsplit(":", 1)[-1] for name in status}
+
+
+def test_3_adding_a_fraction_leaves_every_existing_cell_up_to_date(repo: Path):
+    write_study_params(repo, seeds=[0, 1], fractions=[0.25, 0.5, 1.0])
+    assert stale_stages(repo / "study") == cells([0.25], [0, 1]) | {"report"}
+    write_study_params(repo, seeds=[0, 1])
+    assert stale_stages(repo / "study") == set()
+
+
+def test_4_the_pull_request_comment_holds_the_real_metrics_diff_and_the_verdict(repo: Path):
+    diff = dvc(repo, "metrics", "diff", "HEAD", "--md")
+    assert "study/metrics/summary.json" in diff and "seeds" in diff
+    verdict = (repo / "study" / "reports" / "verdict.md").read_text()
+    text = pr_comment(
+        base="main", metrics_diff=diff, verdicts={"study/reports/verdict.md": verdict}, checks={"tests": "success"},
+        image_base_urls={"study/reports/verdict.md": "https://github.com/o/r/raw/abc/study/reports"},
+    )  # fmt: skip
+    assert "| study/metrics/summary.json" in text
+    assert "#### Verdict of the data-efficiency study" in text
+    assert "(https://github.com/o/r/raw/abc/study/reports/data_efficiency.png)" in text
+
+
+def test_5_the_main_evaluate_writes_the_verdict_and_its_plot_from_real_checkpoints(repo: Path):
+    assert "evaluate" in dvc(repo, "stage", "list")  # the main dvc.yaml, with its new outputs, parses
+    models = repo / "study" / "models"
+    run(
+        [sys.executable, "src/stages/evaluate.py", "--data", "data/prepared", "--pretrained",
+         str(models / "1.0-pretrained-0"), "--scratch", str(models / "1.0-scratch-0"), "--metrics", "metrics",
+         "--eval-dir", "eval", "--verdict", "reports/verdict.md", "--curve-plot", "reports/val_accuracy.png",
+         "--resamples", "200"],
+        repo,
+    )  # fmt: skip
+    comparison = json.loads((repo / "metrics" / "comparison.json").read_text())
+    assert comparison["significance"]["test_images"] == 6
+    assert comparison["time_to_accuracy"]["target_fraction_of_best"] == 0.95
+    verdict = (repo / "reports" / "verdict.md").read_text()
+    assert "12 training images (6 per class)" in verdict and "](val_accuracy.png)" in verdict
+    assert (repo / "reports" / "val_accuracy.png").read_bytes().startswith(b"\x89PNG")
