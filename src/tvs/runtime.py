@@ -56,14 +56,19 @@ def resolve_device(name: str = "auto") -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"train.device: {name} requested but CUDA is not available; use 'auto' or 'cpu'")
+    if device.type == "cuda" and device.index is None:  # plain "cuda": this rank's GPU
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return device
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``train.precision``; ``auto`` is bf16 where the device runs it natively.
+    """The autocast dtype for ``train.precision``; ``auto`` is what the device was measured to run fastest.
 
-    On the CPU, bf16 autocast with channels-last measured faster than fp32 on this project's
-    reference machine (see docs); on CUDA, bf16 where the GPU supports it, else fp16.
+    On the CPU, bf16 only with native bf16 instructions (AVX512-BF16 or AMX), else fp32. On
+    CUDA, fp32 (cuDNN runs its convolutions in TF32 on Ampere and later): on an H200 the
+    default EfficientNet-Lite0 at 128 px trained 1.5x faster in fp32 than with bf16 autocast and
+    ResNet18 at 224 px 1.1x faster, both at equal accuracy (docs/performance.md); models this
+    small are bound by kernel launches, which autocast's casts multiply.
     """
     if name == "fp32":
         return None
@@ -72,14 +77,22 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     if name == "fp16":
         return torch.float16
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return None
     return torch.bfloat16 if _cpu_has_fast_bf16() else None
 
 
 def _cpu_has_fast_bf16() -> bool:
-    """AVX-512/AMX hosts run bf16 natively; on older AVX2 CPUs oneDNN emulates it (still faster
-    than fp32 for the memory-bound depthwise convs of EfficientNet, as measured)."""
-    return torch.backends.mkldnn.is_available()
+    """True where the CPU has bf16 dot-product instructions (AVX512-BF16 or AMX).
+
+    Without them oneDNN emulates bf16, and training got slower than fp32, not faster: with
+    oneDNN held to AVX2 (``ONEDNN_MAX_CPU_ISA=AVX2``), EfficientNet-Lite0 trained ~8x slower in
+    bf16 than in fp32, and ~1.3x slower with AVX-512 but no BF16 (the ``isa`` section of
+    ``benchmarks``). Merely having oneDNN, the old rule, picked bf16 on every x86 CPU.
+    """
+    if not torch.backends.mkldnn.is_available():
+        return False
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 def configure_threads(num_threads: int) -> int:
