@@ -19,6 +19,16 @@ from pathlib import Path
 from typing import Any
 
 PROJECT = Path(__file__).resolve().parents[1]
+
+
+def display_path(path: str | Path) -> str:
+    """``path`` relative to the project when inside it, so results name no machine's folders."""
+    try:
+        return Path(path).resolve().relative_to(PROJECT).as_posix() or "."
+    except ValueError:
+        return str(path)
+
+
 MB = 1 << 20
 
 
@@ -140,7 +150,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": " ".join([Path(sys.executable).name, *map(display_path, sys.argv)]),
         "git_commit": _git_commit(),
     }
     if torch.cuda.is_available():

@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import run_worker, summarize, timed
+from benchmarks.common import display_path, run_worker, summarize, timed
 
 
 def dvc_command() -> str:
@@ -43,7 +43,7 @@ def dvc_noop(repo: Path, reps: int) -> dict[str, Any]:
     status = _dvc(repo, "status", "--json")
     changes = json.loads(status.stdout or "{}") if status.returncode == 0 else {"error": status.stderr[-500:]}
     status_s = summarize([timed(lambda: _dvc(repo, "status"))[0] for _ in range(reps)])
-    result: dict[str, Any] = {"repo": str(repo), "up_to_date": changes == {}, "dvc_status_s": status_s}
+    result: dict[str, Any] = {"repo": display_path(repo), "up_to_date": changes == {}, "dvc_status_s": status_s}
     if changes != {}:
         result["skipped"] = f"dvc status reports changes, so `dvc repro` would run stages: {sorted(changes)[:5]}"
         return result

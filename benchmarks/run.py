@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import FULL, PROJECT, QUICK, Settings, machine_info, write_result
+from benchmarks.common import FULL, PROJECT, QUICK, Settings, display_path, machine_info, write_result
 from benchmarks.summary import print_summary
 from benchmarks.throughput import precision_name
 from tvs.config import Params, load_params
@@ -174,7 +174,7 @@ def run(settings: Settings, sections: list[str], out: Path, repo: Path | None = 
         inputs = make_inputs(settings, Path(tmp), repo)
         data = load_prepared(inputs.prepared)
         result["dataset"] = {
-            "raw": str(inputs.raw),
+            "raw": display_path(inputs.raw),
             "images": len(data.images),
             "train_images": len(data.split("train")[0]),
             "image_size": settings.image_size,
