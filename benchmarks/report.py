@@ -138,7 +138,7 @@ def section_naive(n: dict[str, Any]) -> list[str]:
 
 def section_overhead(o: dict[str, Any]) -> list[str]:
     d, p, e = o["dvc"], o["prepare"], o["evaluate"]
-    where = "a tiny temporary project" if d.get("tiny_temporary_repo") else f"`{d['repo']}`"
+    where = "a tiny temporary project" if d.get("tiny_temporary_repo") else "the project repository"
     repro = spread(d["dvc_repro_noop_s"], 2) if "dvc_repro_noop_s" in d else f"not run: {d.get('skipped')}"
     rows = [
         ["`dvc status` (nothing changed)", spread(d["dvc_status_s"], 2), "-"],
