@@ -34,8 +34,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/ruff check src tests benchmarks
 
+# Everything but the benchmarks' own checks (`make bench-quick`); `pytest -m "not e2e"` is the quick unit suite.
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not bench"
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks
@@ -47,6 +48,7 @@ bench: $(STAMP) data/raw
 	$(BIN)/python -m benchmarks.run --out benchmarks/results/cpu.json
 
 bench-quick: $(STAMP)
+	$(BIN)/python -m pytest -m bench
 	$(BIN)/python -m benchmarks.run --quick --out benchmarks/results/quick.json
 
 # Known vulnerabilities in the pinned dependencies, from PyPI's advisory data (needs the network).

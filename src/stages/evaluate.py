@@ -4,9 +4,9 @@ import argparse
 from pathlib import Path
 
 from tvs.cli import run_stage
-from tvs.evaluation import evaluate_arms
+from tvs.evaluate.scoring import evaluate_arms
+from tvs.evaluate.stats import EvidenceSettings
 from tvs.io import check_output_paths
-from tvs.stats import EvidenceSettings
 
 
 def main() -> None:
@@ -24,8 +24,7 @@ def main() -> None:
         "--target-fraction", type=float, default=0.95, help="time-to-accuracy target: share of the better arm's best"
     )
     args = parser.parse_args()
-    check_output_paths(metrics=args.metrics, eval_dir=args.eval_dir)
-    check_output_paths(**{k: v for k, v in (("verdict", args.verdict), ("curve_plot", args.curve_plot)) if v})
+    check_output_paths(metrics=args.metrics, eval_dir=args.eval_dir, verdict=args.verdict, curve_plot=args.curve_plot)
     evaluate_arms(
         models={"pretrained": args.pretrained, "scratch": args.scratch},
         data_dir=args.data,

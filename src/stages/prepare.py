@@ -5,7 +5,7 @@ from pathlib import Path
 
 from tvs.cli import run_stage
 from tvs.config import load_params
-from tvs.data import prepare_dataset
+from tvs.data.prepare import prepare_dataset
 from tvs.io import check_output_paths
 
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 from tvs.cli import run_stage
 from tvs.io import check_output_paths
-from tvs.study import load_study_params
-from tvs.study_report import write_study_report
+from tvs.study.params import load_study_params
+from tvs.study.report import write_study_report
 
 
 def main() -> None:

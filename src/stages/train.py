@@ -4,10 +4,9 @@ import argparse
 from pathlib import Path
 
 from tvs.cli import run_stage
-from tvs.config import ARMS, load_params
+from tvs.config import ARMS, load_params, parse_override
 from tvs.io import check_output_paths
-from tvs.study import parse_override
-from tvs.training import train_arm
+from tvs.train.worker import train_arm
 
 
 def main() -> None:

@@ -6,13 +6,12 @@ import logging
 import sys
 from collections.abc import Callable
 
-from tvs.config import ConfigError
-from tvs.data import DataError
-from tvs.io import UnsafePathError
-from tvs.weights import WeightsError
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from tvs.errors import UserError
 
 # Errors caused by the user's data, params or files: one line on stderr, exit code 1, no traceback.
-USER_ERRORS = (ConfigError, DataError, WeightsError, UnsafePathError, FileNotFoundError)
+USER_ERRORS = (UserError, FileNotFoundError)
 
 
 def one_line(message: str) -> str:
@@ -21,10 +20,17 @@ def one_line(message: str) -> str:
 
 
 def run_stage(name: str, main: Callable[[], None]) -> None:
-    """Run a stage's ``main`` with logging configured; report user errors without a traceback."""
+    """Run a stage's ``main`` with logging configured; report user errors without a traceback.
+
+    Log lines go through tqdm (``logging_redirect_tqdm``), so they never break a progress bar.
+    """
     logging.basicConfig(level=logging.INFO, format=f"[{name}] %(message)s", stream=sys.stderr)
     try:
-        main()
+        with logging_redirect_tqdm():
+            main()
     except USER_ERRORS as err:
         print(f"{name}: error: {one_line(str(err))}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; nothing half-written (rerun to resume)", file=sys.stderr)
+        sys.exit(130)

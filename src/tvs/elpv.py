@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tvs.data import DataError
+from tvs.errors import DataError
 
 log = logging.getLogger(__name__)
 

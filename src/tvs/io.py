@@ -1,4 +1,5 @@
-"""Atomic file output: a kill at any moment leaves either the old file or the new one."""
+"""Atomic file output (a kill at any moment leaves either the old file or the new one), and the
+check that a stage writes only where its ``dvc.yaml`` declares outputs."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import yaml
+
+from tvs.errors import UnsafePathError
 
 
 @contextlib.contextmanager
@@ -61,16 +66,34 @@ def read_json(path: str | Path) -> Any:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
 
 
-# Where stages may write, relative to the project root (the working directory DVC runs stages in).
-OUTPUT_ROOTS = ("models", "metrics", "data/prepared", "reports", "eval", "dvclive")
+DVC_YAML = "dvc.yaml"
 
 
-class UnsafePathError(ValueError):
-    """An output path would land outside the project's output folders."""
+def output_roots(dvc_yaml: str | Path = DVC_YAML) -> tuple[str, ...]:
+    """The top-level folders of every output ``dvc_yaml``'s stages declare (outs, metrics, plots).
+
+    ``dvc.yaml`` is the one list of where stages write; the check below reads it rather than
+    restating it. DVC runs a stage in the folder of its ``dvc.yaml``, so the default is the one
+    in the working directory.
+    """
+    path = Path(dvc_yaml)
+    try:
+        stages = (yaml.safe_load(path.read_text()) or {}).get("stages", {})
+    except FileNotFoundError:
+        raise UnsafePathError(
+            f"{path}: not found in {Path.cwd()}; stages run through DVC (`dvc repro`), in the folder of their dvc.yaml"
+        ) from None
+    roots = set()
+    for stage in stages.values():
+        for key in ("outs", "metrics", "plots"):
+            for entry in stage.get(key, []):
+                out = next(iter(entry)) if isinstance(entry, dict) else entry
+                roots.add(Path(out).parts[0])
+    return tuple(sorted(roots))
 
 
 def check_output_path(path: str | Path, flag: str, root: str | Path | None = None) -> Path:
-    """Return ``path`` if it lies under one of :data:`OUTPUT_ROOTS` of ``root`` (default: cwd).
+    """Return ``path`` if it lies under one of the :func:`output_roots` of ``root`` (default: cwd).
 
     The check is lexical: ``..`` is collapsed but symlinks are not followed, so a user may point
     ``models/`` at another disk, while ``models/../../x`` or ``/tmp/x`` are refused.
@@ -79,17 +102,19 @@ def check_output_path(path: str | Path, flag: str, root: str | Path | None = Non
         UnsafePathError: naming ``flag`` (the command-line option) and the allowed folders.
     """
     base = Path(os.path.abspath(root if root is not None else Path.cwd()))
+    tops = output_roots(base / DVC_YAML)
     full = Path(os.path.abspath(base / path))
-    if any(full == base / top or (base / top) in full.parents for top in OUTPUT_ROOTS):
+    if any(full == base / top or (base / top) in full.parents for top in tops):
         return Path(path)
-    allowed = ", ".join(f"{top}/" for top in OUTPUT_ROOTS)
+    allowed = ", ".join(f"{top}/" for top in tops)
     raise UnsafePathError(f"{flag} {path}: outside the project's output folders; stages write only under {allowed}")
 
 
-def check_output_paths(**paths: str | Path) -> None:
-    """:func:`check_output_path` for each ``flag_name=path`` (``eval_dir`` names ``--eval-dir``)."""
+def check_output_paths(**paths: str | Path | None) -> None:
+    """:func:`check_output_path` for each ``flag_name=path`` (``eval_dir`` names ``--eval-dir``); skips ``None``."""
     for name, path in paths.items():
-        check_output_path(path, "--" + name.replace("_", "-"))
+        if path is not None:
+            check_output_path(path, "--" + name.replace("_", "-"))
 
 
 def remove_stale_temps(folder: str | Path) -> list[Path]:

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from tvs.config import TrainConfig
+from tvs.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -53,11 +55,16 @@ def resolve_device(name: str = "auto") -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"train.device: {name!r} is not a device; use 'auto', 'cpu' or 'cuda[:N]'") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device: {name} requested but CUDA is not available; use 'auto' or 'cpu'")
+        raise ConfigError(f"train.device: {name} requested but CUDA is not available; use 'auto' or 'cpu'")
     if device.type == "cuda" and device.index is None:  # plain "cuda": this rank's GPU
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if device.type == "cuda" and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"train.device: {name} requested but only {torch.cuda.device_count()} GPU(s) are visible")
     return device
 
 
@@ -129,3 +136,12 @@ def make_runtime(config: TrainConfig) -> Runtime:
         rank=rank,
         world_size=world_size,
     )
+
+
+def wrap_model(model: nn.Module, runtime: Runtime, compile: bool) -> nn.Module:
+    """DDP under torchrun, then ``torch.compile`` if asked; the unwrapped model is what gets saved."""
+    net = model
+    if runtime.world_size > 1:
+        ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+    return torch.compile(net) if compile else net

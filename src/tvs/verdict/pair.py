@@ -1,8 +1,6 @@
-"""``reports/verdict.md``: the measured answer, a one-line recommendation by a stated rule, and the plots.
+"""``reports/verdict.md`` of the main pipeline: one pair of runs, its recommendation, and its plot.
 
-Two verdicts share the rule and the wording: :func:`pair_verdict` for one pair of runs (the main
-pipeline's ``evaluate``) and :func:`study_verdict` for the data-efficiency study (seeds x sizes).
-Every number in them comes from the metrics files; nothing here trains or scores anything.
+Every number comes from the metrics ``evaluate`` computed; nothing here trains or scores anything.
 """
 
 from __future__ import annotations
@@ -12,12 +10,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tvs.evaluate.stats import EvidenceSettings, target_accuracy
 from tvs.io import write_text
-from tvs.plots import plot_val_curves
-from tvs.stats import Estimate, EvidenceSettings, target_accuracy
-
-ARM_ACTION = {"pretrained": "Fine-tune", "scratch": "Train from scratch"}
-INCONCLUSIVE = "inconclusive"
+from tvs.verdict.plots import plot_val_curves
+from tvs.verdict.rules import (
+    ARM_ACTION,
+    INCONCLUSIVE,
+    ci_pp,
+    decide,
+    epochs_text,
+    markdown_table,
+    p_text,
+    pct,
+    pp,
+    seconds_text,
+    speed_clause,
+)
 
 PAIR_RULE = (
     "Rule: recommend the arm with the higher test accuracy when the {conf:.0%} paired-bootstrap CI of the "
@@ -25,94 +33,6 @@ PAIR_RULE = (
     "p < {alpha:g}; otherwise the verdict is *inconclusive*. Speed: wall seconds of training (validation "
     "included) until the validation accuracy first reaches {target:.0%} of the better arm's best."
 )
-STUDY_RULE = (
-    "Rule: at the largest training size, recommend the arm whose mean test accuracy is higher when the "
-    "{conf:.0%} CI of the per-seed paired difference (Student t over seeds) excludes zero. If it does not, "
-    "and the difference at the smallest size does, recommend that arm *for small data*; otherwise the "
-    "verdict is *inconclusive*. Break-even: the smallest size from which on scratch's mean test accuracy "
-    "stays within (or above) pretrained's {conf:.0%} CI. Data requirement: the smallest size at which an "
-    "arm's mean test accuracy reaches {target:.0%} of the best mean at any size. Speed: mean wall seconds "
-    "until the validation accuracy first reaches {target:.0%} of the better arm's best, at the largest size."
-)
-
-
-# --- formatting -------------------------------------------------------------------------------
-
-
-def pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
-
-
-def pp(x: float) -> str:
-    """A difference of proportions in percentage points, signed."""
-    return f"{100 * x:+.1f} pp"
-
-
-def ci_pp(low: float | None, high: float | None, confidence: float) -> str:
-    if low is None or high is None:
-        return "no CI from one value"
-    return f"{confidence:.0%} CI {100 * low:.1f} to {100 * high:.1f}"
-
-
-def p_text(p: float) -> str:
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
-
-
-def estimate_text(est: Estimate, confidence: float) -> str:
-    """``86.1% (95% CI 85.0 to 87.2)``: an accuracy over seeds."""
-    if est.low is None:
-        return pct(est.mean)
-    return f"{pct(est.mean)} ({ci_pp(est.low, est.high, confidence)})"
-
-
-def seconds_text(s: float | None) -> str:
-    return "n/a" if s is None else f"{s:,.0f} s"
-
-
-def epochs_text(n: int) -> str:
-    return f"{n} epoch{'s' if n != 1 else ''}"
-
-
-# --- the rules --------------------------------------------------------------------------------
-
-
-def decide(low: float | None, high: float | None, p_value: float | None = None, alpha: float = 0.05) -> str:
-    """``pretrained``, ``scratch`` or ``inconclusive`` from a CI of pretrained - scratch (and a p-value)."""
-    if low is None or high is None:
-        return INCONCLUSIVE
-    significant = p_value is None or p_value < alpha
-    if low > 0 and significant:
-        return "pretrained"
-    if high < 0 and significant:
-        return "scratch"
-    return INCONCLUSIVE
-
-
-def speed_clause(
-    seconds: Mapping[str, float | None], epochs: Mapping[str, int], target: float, subject: str | None = None
-) -> str:
-    """How much faster ``subject`` (default: whichever was faster) reached the target val accuracy."""
-    to = f"{pct(target)} validation accuracy"
-    reached = [arm for arm in seconds if seconds[arm] is not None]
-    if not reached:
-        return f"neither arm reached {to} in {epochs_text(max(epochs.values()))}"
-    arm = subject or min(reached, key=lambda a: seconds[a])
-    other = next(a for a in seconds if a != arm)
-    mine, theirs = seconds[arm], seconds[other]
-    named = "" if subject else f"{arm} was "
-    if mine is None:
-        return f"but only {other} reached {to} (in {seconds_text(theirs)})"
-    if theirs is None:
-        if not subject:
-            return f"only {arm} reached {to} (in {seconds_text(mine)}; {other} not in {epochs_text(epochs[other])})"
-        return f"{other} never reached {to} in {epochs_text(epochs[other])}"
-    ratio = theirs / mine
-    if ratio >= 1:
-        return f"{named}{ratio:.1f}x faster to {to}"
-    return f"but {1 / ratio:.1f}x slower to {to}"
-
-
-# --- one pair of runs (main pipeline) ---------------------------------------------------------
 
 
 def pair_recommendation(comparison: Mapping[str, Any], settings: EvidenceSettings) -> tuple[str, str]:
@@ -200,12 +120,6 @@ def pair_verdict(
     if curve_png:
         parts.append(f"![Validation accuracy against wall seconds of training, both arms]({curve_png})")
     return "\n\n".join(parts) + "\n"
-
-
-def markdown_table(rows: list[tuple[str, ...]]) -> str:
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows[1:]]
-    return "\n".join(lines)
 
 
 def write_pair_report(

@@ -4,7 +4,7 @@ Missing folder, no or empty class folders, one class only: errors. Stray files a
 warned about and ignored. Symlinks that lead out of the dataset: refused. File names that are not
 UTF-8 and identical images under two classes: refused, or skipped with ``data.on_invalid: skip``.
 Tiny images: warned about (they are upscaled). :func:`screen_samples` applies the policy before
-any image is decoded; decoding errors are reported by :mod:`tvs.data`.
+any image is decoded; decoding errors are reported by :mod:`tvs.data.prepare`.
 """
 
 from __future__ import annotations
@@ -20,20 +20,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from tvs.errors import DataError, list_preview
+
 log = logging.getLogger(__name__)
 
-MAX_LISTED = 10
 SKIP_HINT = "or set data.on_invalid: skip to leave them out (the count is recorded in the prepare metrics)"
-
-
-class DataError(ValueError):
-    """The image folder cannot be used as it is; the message names the files or classes."""
-
-
-def list_preview(items: Sequence[str], limit: int = MAX_LISTED) -> str:
-    """``a, b, c (and 7 more)``: the first ``limit`` items and a count of the rest."""
-    head = ", ".join(items[:limit])
-    return head + (f" (and {len(items) - limit} more)" if len(items) > limit else "")
 
 
 def shown(path: str) -> str:

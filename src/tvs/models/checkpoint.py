@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tvs.io import atomic_path, read_json, write_json
-from tvs.models import build_model
+from tvs.models.archs import build_model
 
 WEIGHTS = "model.safetensors"
 META = "meta.json"

@@ -1,7 +1,8 @@
 """The data-efficiency study's outputs: its summary metrics, the curve (PNG and CSV) and its verdict.
 
 Reads the ``evaluate`` cells the study's ``dvc.yaml`` wrote (one folder per size and seed), so a
-cell's numbers are the same files ``dvc metrics`` would show; the rules are in :mod:`tvs.report`.
+cell's numbers are the same files ``dvc metrics`` would show; the shared rules and wording are in
+:mod:`tvs.verdict.rules`.
 """
 
 from __future__ import annotations
@@ -12,15 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from matplotlib.figure import Figure
 
 from tvs.config import ARMS
-from tvs.data import load_prepared
+from tvs.data.prepared import load_prepared
+from tvs.data.split import training_sizes
+from tvs.evaluate.stats import EvidenceSettings
 from tvs.io import atomic_path, write_json, write_text
-from tvs.plots import plot_data_efficiency
-from tvs.report import (
+from tvs.study.params import StudyParams
+from tvs.study.summary import SizeSummary, break_even, summarise_size
+from tvs.verdict.plots import COLOURS, LABELS, save_figure
+from tvs.verdict.rules import (
     ARM_ACTION,
     INCONCLUSIVE,
-    STUDY_RULE,
     ci_pp,
     decide,
     epochs_text,
@@ -31,8 +36,16 @@ from tvs.report import (
     seconds_text,
     speed_clause,
 )
-from tvs.stats import EvidenceSettings
-from tvs.study import SizeSummary, StudyParams, break_even, summarise_size, training_sizes
+
+STUDY_RULE = (
+    "Rule: at the largest training size, recommend the arm whose mean test accuracy is higher when the "
+    "{conf:.0%} CI of the per-seed paired difference (Student t over seeds) excludes zero. If it does not, "
+    "and the difference at the smallest size does, recommend that arm *for small data*; otherwise the "
+    "verdict is *inconclusive*. Break-even: the smallest size from which on scratch's mean test accuracy "
+    "stays within (or above) pretrained's {conf:.0%} CI. Data requirement: the smallest size at which an "
+    "arm's mean test accuracy reaches {target:.0%} of the best mean at any size. Speed: mean wall seconds "
+    "until the validation accuracy first reaches {target:.0%} of the better arm's best, at the largest size."
+)
 
 
 def size_key(fraction: float) -> str:
@@ -209,3 +222,33 @@ def write_study_report(
     link = Path(os.path.relpath(plot_path, Path(verdict_path).parent)).as_posix()
     write_text(verdict_path, study_verdict(sizes, settings, link))
     return summary
+
+
+def plot_data_efficiency(
+    sizes: Sequence[SizeSummary], break_even: SizeSummary | None, path: str | Path, confidence: float = 0.95
+) -> None:
+    """Test accuracy (mean and CI band over seeds) against training images per class, log-x, both arms."""
+    sizes = sorted(sizes, key=lambda s: s.fraction)
+    x = [s.images_per_class for s in sizes]
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for arm in ("pretrained", "scratch"):
+        est = [s.accuracy[arm] for s in sizes]
+        ax.plot(x, [e.mean for e in est], marker="o", color=COLOURS[arm], label=LABELS[arm])
+        if all(e.low is not None for e in est):
+            ax.fill_between(x, [e.low for e in est], [e.high for e in est], color=COLOURS[arm], alpha=0.2)
+    if break_even is not None:
+        ax.axvline(break_even.images_per_class, color="grey", linestyle=":", label="break-even")
+        title = f"Break-even at {break_even.images_per_class:.0f} images per class"
+    else:
+        title = "Break-even not reached within this data"
+    ax.set_xscale("log")
+    ax.set_xticks(x, [f"{v:.0f}" for v in x])
+    ax.minorticks_off()
+    ax.set_xlabel("training images per class (log scale)")
+    ax.set_ylabel("test accuracy")
+    seeds = max(s.seeds for s in sizes)
+    ax.set_title(f"{title}\nmean of {seeds} seed{'s' if seeds != 1 else ''}, band: {confidence:.0%} CI", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save_figure(fig, path)

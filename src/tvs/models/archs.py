@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
 from torch import nn
+
+from tvs.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def arch_spec(arch: str) -> ArchSpec:
     try:
         return ARCHS[arch]
     except KeyError:
-        raise ValueError(f"model.arch: unknown architecture {arch!r}; valid: {', '.join(sorted(ARCHS))}") from None
+        raise ConfigError(f"model.arch: unknown architecture {arch!r}; valid: {', '.join(sorted(ARCHS))}") from None
 
 
 # PyTorch's default. timm's TF ports keep TF's 0.01, with which BatchNorm's running statistics
@@ -107,35 +108,3 @@ def set_backbone_trainable(model: nn.Module, arch: str, trainable: bool) -> None
 
 def num_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-@torch.no_grad()
-def transfer_weights(model: nn.Module, arch: str, state_dict: dict[str, torch.Tensor]) -> list[str]:
-    """Copy ``state_dict`` into ``model``; every backbone key and shape must match.
-
-    The classifier is copied only when its shape matches (same number of classes); otherwise it
-    keeps its fresh initialisation, as timm's ``load_pretrained`` does. Returns the keys left at
-    their initial values.
-    """
-    from tvs.weights import WeightsError
-
-    target = model.state_dict()
-    prefix = head_prefix(arch)
-    missing = sorted(k for k in target if k not in state_dict and not k.startswith(prefix))
-    unexpected = sorted(k for k in state_dict if k not in target)
-    wrong = sorted(
-        f"{k} {tuple(state_dict[k].shape)} != {tuple(v.shape)}"
-        for k, v in target.items()
-        if k in state_dict and state_dict[k].shape != v.shape and not k.startswith(prefix)
-    )
-    if missing or unexpected or wrong:
-        raise WeightsError(
-            f"weights do not fit {arch}: {len(missing)} missing, {len(unexpected)} unexpected, "
-            f"{len(wrong)} of the wrong shape; first: {(missing + unexpected + wrong)[:5]}"
-        )
-    kept = [
-        k for k, v in target.items() if k.startswith(prefix) and (k not in state_dict or state_dict[k].shape != v.shape)
-    ]
-    loadable = {k: v for k, v in state_dict.items() if k not in kept}
-    model.load_state_dict({**target, **loadable}, strict=True)
-    return kept

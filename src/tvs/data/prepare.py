@@ -1,9 +1,9 @@
-"""Decode a checked ImageFolder, split it, and cache it as resized uint8 tensors.
+"""The ``prepare`` stage's work: check an ImageFolder, decode it once into a uint8 cache, split it.
 
-``prepare`` decodes every image exactly once, here. Training and evaluation read the cache
-(``images.npy``, memory-mapped) and the manifest (``manifest.csv``: path, class, sha1, split),
-whose rows are aligned: manifest row *i* is cache row *i*. Scanning the folder and the checks
-that need no decoding (stray files, links, names, duplicates) live in :mod:`tvs.checks`.
+Training and evaluation read the cache (``images.npy``, memory-mapped) and the manifest
+(``manifest.csv``: path, class, sha1, split) through :mod:`tvs.data.prepared`. Scanning the
+folder and the checks that need no decoding (stray files, links, names, duplicates) live in
+:mod:`tvs.data.scan`; the splits in :mod:`tvs.data.split`.
 """
 
 from __future__ import annotations
@@ -11,14 +11,11 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import math
 import os
 import shutil
 import tempfile
-from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,29 +24,23 @@ import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-from tvs.checks import (
+from tvs.config import Params
+from tvs.data.prepared import IMAGES, MANIFEST, SPLITS
+from tvs.data.scan import (
     SKIP_HINT,
-    DataError,
     Sample,
     check_classes,
     duplicate_counts,
-    list_preview,
     scan_image_folder,
     screen_samples,
     shown,
     small_images,
 )
-from tvs.config import DataConfig, Params
+from tvs.data.split import make_manifest
+from tvs.errors import DataError, list_preview
 from tvs.io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "val", "test")
-UNUSED = "unused"  # training images left out by data.train_fraction
-MANIFEST = "manifest.csv"
-IMAGES = "images.npy"
-# Re-exported: defined in tvs.checks, long imported from here.
-__all__ = ["DataError", "Sample", "check_classes", "list_preview", "scan_image_folder"]
 
 
 def decode_image(data: bytes, size: int) -> np.ndarray:
@@ -150,107 +141,6 @@ def _raw_to_npy(raw: Path, out: str | Path, shape: tuple[int, ...]) -> None:
         shutil.copyfileobj(src, dst, length=16 << 20)
 
 
-def split_indices(
-    labels: Sequence[str], val_fraction: float, test_fraction: float, seed: int, groups: Sequence[str] | None = None
-) -> list[str]:
-    """Assign each item a split, stratified by label and reproducible for ``seed``.
-
-    Every class gets at least one validation and one test image and keeps at least one for
-    training; a class too small for that raises :class:`DataError` naming it. Items sharing a
-    non-empty ``groups`` value (identical images: their sha1) always land in the same split, so
-    a duplicate cannot leak from training into validation or test.
-    """
-    labels = list(labels)
-    keys = [g or f"#{i}" for i, g in enumerate(groups)] if groups is not None else [f"#{i}" for i in range(len(labels))]
-    splits = [""] * len(labels)
-    too_small = []
-    for class_index, label in enumerate(sorted(set(labels))):
-        units: dict[str, list[int]] = defaultdict(list)  # distinct images -> their copies, in file order
-        for i, lab in enumerate(labels):
-            if lab == label:
-                units[keys[i]].append(i)
-        n = sum(len(copies) for copies in units.values())
-        n_test = max(1, round(n * test_fraction))
-        n_val = max(1, round(n * val_fraction))
-        if n - n_test - n_val < 1:
-            too_small.append(f"{label!r} ({n} image{'s' if n != 1 else ''})")
-            continue
-        # Without duplicates every unit is one image and this is a plain seeded permutation.
-        placed, copies_of = 0, list(units.values())
-        for position in np.random.default_rng([seed, class_index]).permutation(len(copies_of)):
-            split = "test" if placed < n_test else "val" if placed < n_test + n_val else "train"
-            for i in copies_of[position]:
-                splits[i] = split
-            placed += len(copies_of[position])
-        if {splits[i] for copies in copies_of for i in copies} != set(SPLITS):
-            too_small.append(f"{label!r} ({n} images but only {len(units)} distinct)")
-    if too_small:
-        raise DataError(
-            f"class(es) with too few images to split into train/val/test: {list_preview(too_small)}; "
-            "each class needs at least 3 distinct images (more with larger val/test fractions)"
-        )
-    return splits
-
-
-def nested_train_subset(manifest: pd.DataFrame, fraction: float, seed: int) -> pd.Series:
-    """Boolean mask of the training rows kept at ``fraction``, stratified by class.
-
-    For a given ``seed`` the subsets are nested: the rows kept at 10% are all kept at 25%.
-    Each class keeps at least one image.
-    """
-    keep = pd.Series(False, index=manifest.index)
-    train = manifest[manifest["split"] == "train"]
-    for class_index, (_, group) in enumerate(sorted(train.groupby("class"), key=lambda kv: kv[0])):
-        order = np.random.default_rng([seed, class_index, 1]).permutation(len(group))
-        n_keep = max(1, math.ceil(len(group) * fraction))
-        keep.loc[group.index[order[:n_keep]]] = True
-    return keep
-
-
-def make_manifest(table: pd.DataFrame, config: DataConfig, seed: int) -> pd.DataFrame:
-    """Add the ``split`` column to a (path, class, sha1) table; apply ``data.train_fraction``.
-
-    Copies of one image (same sha1) share a split.
-    """
-    manifest = table.copy()
-    manifest["split"] = split_indices(
-        manifest["class"], config.val_fraction, config.test_fraction, seed, groups=manifest.get("sha1")
-    )
-    if config.train_fraction < 1:
-        keep = nested_train_subset(manifest, config.train_fraction, seed)
-        manifest.loc[(manifest["split"] == "train") & ~keep, "split"] = UNUSED
-    return manifest
-
-
-@dataclass(frozen=True)
-class PreparedData:
-    """The prepared dataset: manifest, class names and the memory-mapped image cache."""
-
-    manifest: pd.DataFrame
-    classes: list[str]
-    images: np.ndarray  # (N, 3, H, W) uint8, memory-mapped
-
-    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """Row indices and integer labels of split ``name``."""
-        rows = np.array(self.manifest.index[self.manifest["split"] == name])  # a writable copy
-        labels = self.manifest.loc[rows, "class"].map({c: i for i, c in enumerate(self.classes)}).to_numpy()
-        return rows, labels.astype(np.int64)
-
-
-def load_prepared(folder: str | Path) -> PreparedData:
-    """Open what ``prepare`` wrote in ``folder``."""
-    folder = Path(folder)
-    manifest_path, images_path = folder / MANIFEST, folder / IMAGES
-    for path in (manifest_path, images_path):
-        if not path.exists():
-            raise DataError(f"{path}: missing; run `dvc repro prepare` first")
-    manifest = pd.read_csv(manifest_path, keep_default_na=False, dtype={"class": str, "path": str})
-    images = np.load(images_path, mmap_mode="r")
-    if len(images) != len(manifest):
-        raise DataError(f"{images_path}: {len(images)} images but {manifest_path} lists {len(manifest)}")
-    return PreparedData(manifest, sorted(manifest["class"].unique()), images)
-
-
 def prepare_dataset(*, raw: Path, out: Path, params: Params, summary_path: Path) -> dict[str, Any]:
     """Scan and check ``raw``, cache it at ``data.image_size``, split it, write the manifest."""
     size, on_invalid = params.data.image_size, params.data.on_invalid
@@ -285,7 +175,6 @@ def prepare_dataset(*, raw: Path, out: Path, params: Params, summary_path: Path)
         "duplicate_images": copies,
         "upscaled_images": len(upscaled),
         **{f"{split}_images": int(counts.get(split, pd.Series(dtype=int)).sum()) for split in SPLITS},
-        "unused_train_images": int(counts.get("unused", pd.Series(dtype=int)).sum()),
     }
     write_json(summary_path, summary)
     for split in SPLITS:

@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tvs.checkpoint import load_checkpoint
-from tvs.data import load_prepared
+from tvs.compute.batches import iterate_batches, predict_proba, to_model_input
+from tvs.compute.runtime import Runtime
+from tvs.data.prepared import load_prepared
+from tvs.errors import DataError
+from tvs.evaluate.metrics import arm_metrics, compare, confusion
+from tvs.evaluate.stats import EvidenceSettings, pair_evidence
 from tvs.io import atomic_path, write_json
-from tvs.metrics import arm_metrics, compare, confusion
-from tvs.report import write_pair_report
-from tvs.runtime import Runtime
-from tvs.stats import EvidenceSettings, pair_evidence
-from tvs.study import training_manifest
-from tvs.training import iterate_batches, predict_proba, to_model_input
+from tvs.models.checkpoint import load_checkpoint
+from tvs.verdict.pair import write_pair_report
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def predict_arm(
     data = load_prepared(data_dir)
     model, meta = load_checkpoint(model_dir)
     if meta["classes"] != data.classes:
-        raise ValueError(f"{model_dir}: trained on classes {meta['classes']}, data has {data.classes}; rerun training")
+        raise DataError(f"{model_dir}: trained on classes {meta['classes']}, data has {data.classes}; rerun training")
     runtime = Runtime(device=torch.device("cpu"), amp_dtype=None, channels_last=False)
     mean = torch.tensor(meta["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(meta["std"]).view(1, 3, 1, 1)
@@ -94,11 +94,9 @@ def evaluate_arms(
         comparison = guard_comparison({**comparison, **pair_evidence(correct, histories, evidence)}, results)
         write_json(metrics_dir / "comparison.json", comparison)
         if verdict is not None:
-            params = metas["pretrained"]["params"]  # the training subset's size, as train_arm chose it
-            subset = training_manifest(manifest, params["data"]["train_fraction"], params["seed"])
             write_pair_report(
                 verdict_path=verdict, curve_path=curve_plot, metrics=results, comparison=comparison,
-                histories=histories, settings=evidence, train_images=int((subset["split"] == "train").sum()),
+                histories=histories, settings=evidence, train_images=metas["pretrained"]["train_images"],
                 classes=len(metas["pretrained"]["classes"]),
             )  # fmt: skip
     return results

@@ -23,28 +23,15 @@ from typing import Any
 
 import torch
 
-import tvs
 from tvs.config import Params, to_dict
+from tvs.deps import module_closure
 from tvs.io import atomic_path, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
 STATE = "state.pt"
 FORMAT = 1
-# The package modules a training run's result depends on: the train stages' code deps in dvc.yaml.
-TRAIN_CODE = (
-    "training",
-    "models",
-    "weights",
-    "runtime",
-    "checkpoint",
-    "resume",
-    "study",
-    "config",
-    "data",
-    "checks",
-    "io",
-)
+TRAINING_MODULE = "tvs.train.worker"  # the training stage's entry into the package
 
 
 @dataclass(frozen=True)
@@ -66,8 +53,8 @@ def fingerprint(params: Params, arm: str, manifest: Path) -> str:
     digest = hashlib.sha256(json.dumps({"arm": arm, "params": to_dict(params)}, sort_keys=True).encode())
     digest.update(torch.__version__.encode())
     digest.update(Path(manifest).read_bytes())  # lists every image's sha1 and split
-    for module in TRAIN_CODE:
-        digest.update((Path(tvs.__file__).parent / f"{module}.py").read_bytes())
+    for path in module_closure(TRAINING_MODULE):  # the code dvc.yaml declares for the training stages
+        digest.update(path.read_bytes())
     return digest.hexdigest()
 
 

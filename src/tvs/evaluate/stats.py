@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-# scipy is imported where it is used: training imports this module's light parts (through
-# tvs.study) and should not pay scipy's import time in every run.
+from tvs.config import check
+
+# scipy is imported where it is used, so that a stage's `--help` stays quick.
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,12 @@ class EvidenceSettings:
     seed: int = 0  # of the bootstrap's random generator, so reports are reproducible
 
     def __post_init__(self) -> None:
-        if not 0 < self.confidence < 1:
-            raise ValueError(f"confidence: must be in (0, 1), got {self.confidence}")
-        if self.resamples < 100:
-            raise ValueError(f"resamples: must be at least 100, got {self.resamples}")
-        if not 0 < self.target_fraction <= 1:
-            raise ValueError(f"target_fraction: must be in (0, 1], got {self.target_fraction}")
+        self.validate()
+
+    def validate(self) -> None:
+        check(0 < self.confidence < 1, "report.confidence", f"must be in (0, 1), got {self.confidence}")
+        check(self.resamples >= 100, "report.resamples", f"must be at least 100, got {self.resamples}")
+        check(0 < self.target_fraction <= 1, "report.target_fraction", f"must be in (0, 1], got {self.target_fraction}")
 
     @property
     def alpha(self) -> float:

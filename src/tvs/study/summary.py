@@ -1,0 +1,84 @@
+"""The data-efficiency study's curve: each training size summarised over seeds, and the break-even.
+
+A cell is (train_fraction, arm, seed). Every cell uses the split ``prepare`` made (so every cell
+is scored on the same test images) and trains, through the main pipeline's training stage, on the
+nested subset for its own fraction and seed (:func:`tvs.data.split.training_subset`), for at
+least ``min_steps`` optimizer steps (:func:`tvs.train.worker.step_budget`). This module only
+reads what the cells' ``evaluate`` wrote.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tvs.config import ARMS
+from tvs.evaluate.stats import Estimate, EvidenceSettings, mean_ci
+from tvs.io import read_json
+
+
+@dataclass(frozen=True)
+class SizeSummary:
+    """Both arms at one training size, over seeds."""
+
+    fraction: float
+    train_images: int
+    images_per_class: float
+    accuracy: dict[str, Estimate]  # per arm, test accuracy over seeds
+    difference: Estimate  # pretrained minus scratch, paired by seed
+    significant_seeds: int  # seeds whose McNemar p < alpha
+    seconds_to_target: dict[str, Estimate | None]  # per arm, over the seeds that reached the target
+    reached_target: dict[str, int]  # per arm, how many seeds reached it
+    target_val_accuracy: float  # mean over seeds of each pair's target (a share of its better arm's best)
+    epochs: int  # the budget each run of this size got
+    seeds: int
+
+
+def cell_dir(results: Path, fraction: float, seed: int) -> Path:
+    """Where the study's ``evaluate`` cell for ``fraction`` and ``seed`` writes (as ``dvc.yaml`` names it)."""
+    return Path(results) / f"{fraction}-{seed}"
+
+
+def summarise_size(
+    results: Path, fraction: float, seeds: Sequence[int], sizes: tuple[int, float], settings: EvidenceSettings
+) -> SizeSummary:
+    """Read one size's cells (``<arm>.json``, ``comparison.json``) and summarise them over seeds."""
+    cells = [{name: read_json(cell_dir(results, fraction, s) / f"{name}.json") for name in (*ARMS, "comparison")}
+             for s in seeds]  # fmt: skip
+    conf = settings.confidence
+    times: dict[str, Estimate | None] = {}
+    reached: dict[str, int] = {}
+    for arm in ARMS:
+        got = [c["comparison"]["time_to_accuracy"][f"{arm}_seconds"] for c in cells]
+        got = [t for t in got if t is not None]
+        times[arm], reached[arm] = (mean_ci(got, conf, (0, math.inf)) if got else None), len(got)
+    return SizeSummary(
+        fraction=fraction,
+        train_images=sizes[0],
+        images_per_class=sizes[1],
+        accuracy={arm: mean_ci([c[arm]["accuracy"] for c in cells], conf, (0, 1)) for arm in ARMS},
+        difference=mean_ci([c["comparison"]["accuracy"] for c in cells], conf, (-1, 1)),
+        significant_seeds=sum(c["comparison"]["significance"]["mcnemar_p"] < settings.alpha for c in cells),
+        seconds_to_target=times,
+        reached_target=reached,
+        target_val_accuracy=mean_ci([c["comparison"]["time_to_accuracy"]["target_val_accuracy"] for c in cells]).mean,
+        epochs=max(c["comparison"]["time_to_accuracy"]["pretrained_epochs_trained"] for c in cells),
+        seeds=len(cells),
+    )
+
+
+def break_even(sizes: Sequence[SizeSummary]) -> SizeSummary | None:
+    """The smallest size from which on scratch's mean accuracy lies within (or above) pretrained's CI.
+
+    "From which on": scratch must stay there at every larger size too, so one lucky small size does
+    not count. ``None``: not reached within this data (also when a CI is missing: one seed).
+    """
+    found = None
+    for size in sorted(sizes, key=lambda s: s.fraction, reverse=True):
+        low = size.accuracy["pretrained"].low
+        if low is None or size.accuracy["scratch"].mean < low:
+            break
+        found = size
+    return found

@@ -1,0 +1,95 @@
+"""What every verdict shares: the decision rule and the wording of numbers.
+
+The main pipeline's verdict (:mod:`tvs.verdict.pair`) and the study's (:mod:`tvs.study.report`)
+decide and write with these, so the two read alike. Nothing here touches files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from tvs.evaluate.stats import Estimate
+
+ARM_ACTION = {"pretrained": "Fine-tune", "scratch": "Train from scratch"}
+INCONCLUSIVE = "inconclusive"
+
+# --- formatting -------------------------------------------------------------------------------
+
+
+def pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def pp(x: float) -> str:
+    """A difference of proportions in percentage points, signed."""
+    return f"{100 * x:+.1f} pp"
+
+
+def ci_pp(low: float | None, high: float | None, confidence: float) -> str:
+    if low is None or high is None:
+        return "no CI from one value"
+    return f"{confidence:.0%} CI {100 * low:.1f} to {100 * high:.1f}"
+
+
+def p_text(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def estimate_text(est: Estimate, confidence: float) -> str:
+    """``86.1% (95% CI 85.0 to 87.2)``: an accuracy over seeds."""
+    if est.low is None:
+        return pct(est.mean)
+    return f"{pct(est.mean)} ({ci_pp(est.low, est.high, confidence)})"
+
+
+def seconds_text(s: float | None) -> str:
+    return "n/a" if s is None else f"{s:,.0f} s"
+
+
+def epochs_text(n: int) -> str:
+    return f"{n} epoch{'s' if n != 1 else ''}"
+
+
+# --- the rules --------------------------------------------------------------------------------
+
+
+def decide(low: float | None, high: float | None, p_value: float | None = None, alpha: float = 0.05) -> str:
+    """``pretrained``, ``scratch`` or ``inconclusive`` from a CI of pretrained - scratch (and a p-value)."""
+    if low is None or high is None:
+        return INCONCLUSIVE
+    significant = p_value is None or p_value < alpha
+    if low > 0 and significant:
+        return "pretrained"
+    if high < 0 and significant:
+        return "scratch"
+    return INCONCLUSIVE
+
+
+def speed_clause(
+    seconds: Mapping[str, float | None], epochs: Mapping[str, int], target: float, subject: str | None = None
+) -> str:
+    """How much faster ``subject`` (default: whichever was faster) reached the target val accuracy."""
+    to = f"{pct(target)} validation accuracy"
+    reached = [arm for arm in seconds if seconds[arm] is not None]
+    if not reached:
+        return f"neither arm reached {to} in {epochs_text(max(epochs.values()))}"
+    arm = subject or min(reached, key=lambda a: seconds[a])
+    other = next(a for a in seconds if a != arm)
+    mine, theirs = seconds[arm], seconds[other]
+    named = "" if subject else f"{arm} was "
+    if mine is None:
+        return f"but only {other} reached {to} (in {seconds_text(theirs)})"
+    if theirs is None:
+        if not subject:
+            return f"only {arm} reached {to} (in {seconds_text(mine)}; {other} not in {epochs_text(epochs[other])})"
+        return f"{other} never reached {to} in {epochs_text(epochs[other])}"
+    ratio = theirs / mine
+    if ratio >= 1:
+        return f"{named}{ratio:.1f}x faster to {to}"
+    return f"but {1 / ratio:.1f}x slower to {to}"
+
+
+def markdown_table(rows: list[tuple[str, ...]]) -> str:
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows[1:]]
+    return "\n".join(lines)
