@@ -42,7 +42,7 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
 
-# Benchmarks (docs/performance.md): the full CPU suite on the default dataset (~12 min on 2 cores),
+# Benchmarks (docs/performance.md): the full CPU suite on the default dataset (~9 min on 2 cores),
 # and a smoke run on tiny generated data; then `python -m benchmarks.report` writes the page.
 bench: $(STAMP) data/raw
 	$(BIN)/python -m benchmarks.run --out benchmarks/results/cpu.json

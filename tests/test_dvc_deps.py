@@ -1,0 +1,130 @@
+"""dvc.yaml is a promise: each stage's code deps are exactly the package files its script imports.
+
+An undeclared import gives stale results nobody notices (DVC does not rerun the stage when that
+file changes); an over-declared file reruns hours of training for an edit that cannot change them.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tvs.deps import import_closure, stage_code
+from tvs.io import output_roots
+from tvs.train.resume import TRAINING_STAGE
+
+from .conftest import PROJECT
+
+PIPELINES = (PROJECT / "dvc.yaml", PROJECT / "study" / "dvc.yaml")
+SCRIPT = re.compile(r"(?:\.\./)?src/stages/\w+\.py")
+
+
+def stages(dvc_yaml: Path) -> dict[str, dict]:
+    return yaml.safe_load(dvc_yaml.read_text())["stages"]
+
+
+def declared_code(dvc_yaml: Path, stage: dict, project: Path) -> set[Path]:
+    """The Python files under ``src/`` a stage's deps name, folders expanded (as DVC hashes them)."""
+    files = set()
+    for dep in stage.get("deps", []):
+        path = (dvc_yaml.parent / dep).resolve()
+        if project / "src" not in path.parents:
+            continue
+        files |= set(path.rglob("*.py")) if path.is_dir() else {path}
+    return files
+
+
+def code_mismatches(dvc_yaml: Path, project: Path = PROJECT) -> dict[str, tuple[list[str], list[str]]]:
+    """Stage -> (imported but undeclared, declared but not imported), for every stage that disagrees."""
+    wrong = {}
+    for name, stage in stages(dvc_yaml).items():
+        script = (dvc_yaml.parent / SCRIPT.search(stage["cmd"]).group(0)).resolve()
+        imported = import_closure([script], project / "src") | {script}
+        declared = declared_code(dvc_yaml, stage, project)
+        rel = lambda paths: sorted(str(p.relative_to(project)) for p in paths)  # noqa: E731
+        if imported != declared:
+            wrong[name] = (rel(imported - declared), rel(declared - imported))
+    return wrong
+
+
+@pytest.mark.parametrize("dvc_yaml", PIPELINES, ids=["dvc.yaml", "study/dvc.yaml"])
+def test_every_stage_declares_exactly_the_package_code_it_imports(dvc_yaml: Path):
+    assert code_mismatches(dvc_yaml) == {}
+
+
+def test_an_import_that_dvc_yaml_does_not_declare_is_caught(tmp_path: Path):
+    project = tmp_path / "project"
+    shutil.copytree(PROJECT / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", "study/dvc.yaml"):
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(PROJECT / name, project / name)
+    loop = project / "src" / "tvs" / "train" / "loop.py"
+    loop.write_text(loop.read_text().replace("import logging\n", "import logging\n\nimport tvs.verdict.pair\n", 1))
+
+    wrong = code_mismatches(project / "dvc.yaml", project)
+
+    undeclared = ["src/tvs/verdict/__init__.py", "src/tvs/verdict/pair.py", "src/tvs/verdict/plots.py"]
+    assert set(wrong) == {"train_pretrained", "train_scratch"}
+    for stage in wrong.values():
+        assert set(undeclared) <= set(stage[0]) and stage[1] == []
+    assert set(code_mismatches(project / "study" / "dvc.yaml", project)) == {
+        "train_pretrained",
+        "train_scratch",
+    }
+
+
+def test_a_function_level_import_counts_too(tmp_path: Path):
+    src = tmp_path / "src"
+    (src / "tvs").mkdir(parents=True)
+    (src / "tvs" / "__init__.py").write_text("")
+    (src / "tvs" / "a.py").write_text("def f():\n    from tvs import b\n    return b\n")
+    (src / "tvs" / "b.py").write_text("import os\n")
+    assert import_closure([src / "tvs" / "a.py"], src) == {src / "tvs" / "__init__.py", src / "tvs" / "b.py"}
+
+
+def test_editing_study_report_code_reruns_only_the_study_report():
+    study_code = set((PROJECT / "src" / "tvs" / "study").rglob("*.py"))
+    users = {
+        f"{dvc_yaml.parent.name}:{name}"
+        for dvc_yaml in PIPELINES
+        for name, stage in stages(dvc_yaml).items()
+        if declared_code(dvc_yaml, stage, PROJECT) & study_code
+    }
+    assert users == {"study:report"}
+
+
+def test_training_does_not_import_report_code():
+    files = {p.relative_to(PROJECT / "src").as_posix() for p in stage_code(TRAINING_STAGE)}
+    assert not {f for f in files if f.startswith(("tvs/study/", "tvs/verdict/", "tvs/evaluate/"))}
+
+
+def test_the_resume_fingerprint_hashes_the_training_stage_code():
+    """The fingerprint's file list is the train stages' declared code, not a list of its own."""
+    stage = stages(PROJECT / "dvc.yaml")["train_scratch"]
+    assert set(stage_code(TRAINING_STAGE)) == declared_code(PROJECT / "dvc.yaml", stage, PROJECT)
+
+
+def test_local_weights_folder_is_a_dependency_of_the_pretrained_arm_only():
+    main, study = stages(PROJECT / "dvc.yaml"), stages(PROJECT / "study" / "dvc.yaml")
+    assert "weights" in main["train_pretrained"]["deps"]
+    assert "../weights" in study["train_pretrained"]["deps"]
+    assert not any("weights" in str(dep).split("/")[-1:] for dep in main["train_scratch"]["deps"])
+    assert not any("weights" in str(dep).split("/")[-1:] for dep in study["train_scratch"]["deps"])
+
+
+def test_output_roots_come_from_dvc_yaml():
+    assert output_roots(PROJECT / "dvc.yaml") == (
+        "data/prepared",
+        "dvclive/pretrained",
+        "dvclive/scratch",
+        "eval",
+        "metrics",
+        "models/pretrained",
+        "models/scratch",
+        "reports",
+    )
+    assert output_roots(PROJECT / "study" / "dvc.yaml") == ("dvclive", "eval", "metrics", "models", "reports")
