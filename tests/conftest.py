@@ -1,18 +1,45 @@
-"""Shared fixtures: tiny generated ImageFolders and tiny params, so tests run in seconds on a CPU."""
+"""Shared fixtures: tiny generated ImageFolders, tiny params, one tiny fit, and the one git + DVC
+repository of the project's pipelines that every end-to-end module builds on."""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
+
+from tvs.compute.runtime import make_runtime, seed_everything
+from tvs.config import Params
+from tvs.data.prepared import PreparedData
+from tvs.train.bookkeeping import Bookkeeping, FitResult
+from tvs.train.loop import fit
+from tvs.train.resume import ResumeSpec
+from tvs.train.worker import checkpoint_meta
 
 PROJECT = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may phone home, even through a library
+
+# What a subprocess (a stage, dvc, git) runs with: offline, no analytics, this environment's
+# `python` first on PATH (dvc.yaml's commands run `python`), and an identity for git commits.
+ENV = {
+    **os.environ,
+    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    "HF_HUB_OFFLINE": "1",
+    "DVC_NO_ANALYTICS": "1",
+    "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+    "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
+}  # fmt: skip
 
 # Small enough for a 2-core CPU: 32 px images, one epoch, batches of 4.
 TINY_PARAMS = {
@@ -54,6 +81,16 @@ def write_params(path: Path, **sections) -> Path:
     return path
 
 
+def fit_arm(params: Params, data: PreparedData, arm: str, out: Path, resume: ResumeSpec | None = None) -> FitResult:
+    """Train ``arm`` as the training stage does (seeded runtime, checkpoint with its sidecar in ``out``)."""
+    books = Bookkeeping(out, lambda result: checkpoint_meta(params, arm, data, result), resume=resume)
+    return fit(params, arm, data, make_runtime(params.train), books, generator=seed_everything(params.seed))
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.fixture
 def imagefolder(tmp_path: Path) -> Path:
     """Two classes of 12 tiny grayscale PNGs."""
@@ -63,3 +100,65 @@ def imagefolder(tmp_path: Path) -> Path:
 @pytest.fixture
 def tiny_params_file(tmp_path: Path) -> Path:
     return write_params(tmp_path / "params.yaml")
+
+
+# --- the git + DVC repository of the end-to-end tests -----------------------------------------
+
+
+def run_ok(cmd: list[str], cwd: Path, timeout: float = 600) -> str:
+    """Run ``cmd`` in ``cwd``; its stdout and stderr, after asserting that it succeeded."""
+    proc = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{out}"
+    return out
+
+
+def dvc(cwd: Path, *args: str) -> str:
+    return run_ok([sys.executable, "-m", "dvc", *args], cwd)
+
+
+def ran_stages(output: str) -> set[str]:
+    """The stages DVC ran, without a ``study/dvc.yaml:`` prefix."""
+    return {name.rsplit(":", 1)[-1] for name in re.findall(r"Running stage '([^']+)'", output)}
+
+
+# The files of the project a repository of its pipelines needs, beside src/ (copied whole); weights/
+# is a dependency of train_pretrained, so it must exist (its own weights files are not copied).
+PIPELINE_FILES = (
+    "dvc.yaml",
+    ".gitignore",
+    ".dvcignore",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    "weights/.gitignore",
+    "weights/README.md",
+)
+
+
+@pytest.fixture(scope="session")
+def dvc_repo(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Make a committed git + DVC repository of the project's pipeline on a tiny ImageFolder.
+
+    ``make(name, per_class=10, study=None, **sections)``: ``sections`` go into its ``params.yaml``
+    (over ``TINY_PARAMS``); with ``study`` (the study's params) it holds ``study/`` too.
+    """
+
+    def make(name: str, per_class: int = 10, study: dict[str, Any] | None = None, **sections) -> Path:
+        root = tmp_path_factory.mktemp(name)
+        for rel in PIPELINE_FILES:
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(PROJECT / rel, root / rel)
+        shutil.copytree(PROJECT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        if study is not None:
+            (root / "study").mkdir()
+            shutil.copy(PROJECT / "study" / "dvc.yaml", root / "study" / "dvc.yaml")
+            (root / "study" / "params.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
+        write_params(root / "params.yaml", **sections)
+        write_imagefolder(root / "data" / "raw", {"cats": per_class, "dogs": per_class})
+        run_ok(["git", "init", "-q"], root)
+        dvc(root, "add", "-q", "data/raw")
+        run_ok(["git", "add", "-A"], root)
+        run_ok(["git", "commit", "-qm", "tiny project"], root)
+        return root
+
+    return make

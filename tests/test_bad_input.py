@@ -14,14 +14,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tvs.checks import DataError
-from tvs.config import ConfigError, load_params
-from tvs.data import load_prepared, prepare_dataset, split_indices
-from tvs.models import build_model
-from tvs.training import train_arm
+from tvs.config import load_params
+from tvs.data.prepare import prepare_dataset
+from tvs.data.prepared import load_prepared
+from tvs.data.split import split_indices
+from tvs.errors import ConfigError, DataError
+from tvs.models.archs import build_model
+from tvs.train.worker import train_arm
 
 from .conftest import make_image, write_params
-from .stage_runner import last_line, make_project, run_stage, train_cmd
+from .stage_runner import make_project, one_line_error, run_stage, train_cmd
 
 SKIP_HINT = "or set data.on_invalid: skip to leave them out (the count is recorded in the prepare metrics)"
 
@@ -197,12 +199,35 @@ def test_a_batch_larger_than_the_training_split_stops_training_before_any_work(i
     assert not (tmp_path / "m").exists() and not (tmp_path / "l").exists()
 
 
+def test_an_unknown_arch_stops_training_naming_the_valid_ones(imagefolder, tmp_path):
+    prepare(imagefolder, tmp_path)
+    params = load_params(write_params(tmp_path / "arch.yaml", model={"arch": "vgg99"}))
+    with pytest.raises(ConfigError) as err:
+        train_arm(arm="scratch", data_dir=tmp_path / "prep", out=tmp_path / "m", params=params, live_dir=tmp_path / "l")
+    assert str(err.value) == "model.arch: unknown architecture 'vgg99'; valid: resnet18, tf_efficientnet_lite0"
+    assert not (tmp_path / "m").exists() and not (tmp_path / "l").exists()
+
+
+@pytest.mark.e2e
 def test_weights_that_do_not_fit_the_arch_stop_the_stage_with_one_line(imagefolder: Path, tmp_path: Path):
     from safetensors.torch import save_file
 
-    project = make_project(tmp_path / "project", imagefolder, model={"weights": "resnet.safetensors"})
-    save_file(build_model("resnet18", 1000).state_dict(), project / "resnet.safetensors")
+    project = make_project(tmp_path / "project", imagefolder, model={"weights": "weights/resnet.safetensors"})
+    save_file(build_model("resnet18", 1000).state_dict(), project / "weights" / "resnet.safetensors")
     proc = run_stage(project, train_cmd("pretrained"))
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert last_line(proc).startswith("train: error: weights do not fit tf_efficientnet_lite0: ")
+    assert one_line_error(proc) == (
+        "train: error: weights do not fit tf_efficientnet_lite0: 289 missing, 117 unexpected, 4 of the wrong shape; "
+        "first: ['blocks.0.0.bn1.bias', 'blocks.0.0.bn1.num_batches_tracked', 'blocks.0.0.bn1.running_mean', "
+        "'blocks.0.0.bn1.running_var', 'blocks.0.0.bn1.weight']"
+    )
     assert not (project / "models" / "pretrained" / "model.safetensors").exists()
+
+
+@pytest.mark.e2e
+def test_cuda_on_a_machine_without_cuda_stops_the_stage_with_one_line(imagefolder: Path, tmp_path: Path):
+    project = make_project(tmp_path / "project", imagefolder, train={"device": "cuda"})
+    proc = run_stage(project, train_cmd("scratch"), env={"CUDA_VISIBLE_DEVICES": ""})  # no GPU, whatever the machine
+    assert one_line_error(proc) == (
+        "train: error: train.device: cuda requested but CUDA is not available; use 'auto' or 'cpu'"
+    )
+    assert not (project / "models").exists() and not (project / "dvclive").exists()

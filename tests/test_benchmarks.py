@@ -18,7 +18,7 @@ from benchmarks import gpu, report
 from benchmarks import run as bench_run
 from benchmarks.common import PROJECT
 
-pytestmark = pytest.mark.bench
+pytestmark = [pytest.mark.bench, pytest.mark.e2e]  # slow: the benchmark suite itself runs
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
-"""Scanning, checking, splitting and caching an ImageFolder."""
+"""Scanning, checking, splitting and caching an ImageFolder; the nested training subsets."""
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -8,19 +9,13 @@ import pytest
 from PIL import Image
 
 from tvs.config import DataConfig, load_params
-from tvs.data import (
-    DataError,
-    build_cache,
-    decode_image,
-    load_prepared,
-    make_manifest,
-    nested_train_subset,
-    prepare_dataset,
-    scan_image_folder,
-    split_indices,
-)
+from tvs.data.prepare import build_cache, decode_image, prepare_dataset
+from tvs.data.prepared import PreparedData, load_prepared
+from tvs.data.scan import scan_image_folder
+from tvs.data.split import UNUSED, make_manifest, nested_train_subset, split_indices, training_sizes, training_subset
+from tvs.errors import DataError
 
-from .conftest import write_imagefolder
+from .conftest import write_imagefolder, write_params
 
 
 def test_scan_lists_files_per_class_sorted_and_ignores_hidden_entries(imagefolder: Path):
@@ -112,18 +107,35 @@ def test_unreadable_files_fail_by_default_and_can_be_skipped(imagefolder: Path, 
 
 
 def test_prepare_dataset_writes_manifest_cache_and_summary(imagefolder: Path, tmp_path: Path, tiny_params_file):
-    params = load_params(tiny_params_file, overrides={"data.train_fraction": 0.5})
+    params = load_params(tiny_params_file)
     summary = prepare_dataset(raw=imagefolder, out=tmp_path / "prep", params=params, summary_path=tmp_path / "s.json")
     data = load_prepared(tmp_path / "prep")
     assert data.classes == ["cats", "dogs"]
     assert summary == {
         "images": 24, "classes": 2, "skipped_files": 0, "stray_files": 0, "duplicate_groups": 0,
-        "duplicate_images": 0, "upscaled_images": 24,
-        "train_images": 6, "val_images": 6, "test_images": 6, "unused_train_images": 6,
+        "duplicate_images": 0, "upscaled_images": 24, "train_images": 12, "val_images": 6, "test_images": 6,
     }  # fmt: skip
     rows, labels = data.split("train")
-    assert len(rows) == 6 and set(labels) == {0, 1}
+    assert len(rows) == 12 and set(labels) == {0, 1}
     assert data.images.shape == (24, 3, 32, 32)
+    # Row i of the cache is the image of manifest row i, and a split's labels are its rows' classes.
+    for i in (0, 13, 23):
+        expected = decode_image((imagefolder / data.manifest.loc[i, "path"]).read_bytes(), 32)
+        assert np.array_equal(data.images[i], expected)
+    rows, labels = data.split("test")
+    assert [data.classes[y] for y in labels] == list(data.manifest.loc[rows, "class"])
+
+
+def test_prepare_keeps_every_training_image_whatever_the_train_fraction(imagefolder: Path, tmp_path: Path):
+    # data.train_fraction is training's knob: changing it must not change what prepare writes.
+    written = {}
+    for fraction in (1.0, 0.5):
+        params = load_params(write_params(tmp_path / "params.yaml"), overrides={"data.train_fraction": fraction})
+        out = tmp_path / f"prep{fraction}"
+        summary = prepare_dataset(raw=imagefolder, out=out, params=params, summary_path=tmp_path / f"{fraction}.json")
+        written[fraction] = ((out / "manifest.csv").read_bytes(), (out / "images.npy").read_bytes(), summary)
+    assert written[0.5] == written[1.0]
+    assert set(load_prepared(tmp_path / "prep0.5").manifest["split"]) == {"train", "val", "test"}
 
 
 def test_a_single_class_is_refused(tmp_path: Path, tiny_params_file):
@@ -132,7 +144,50 @@ def test_a_single_class_is_refused(tmp_path: Path, tiny_params_file):
         prepare_dataset(raw=raw, out=tmp_path / "p", params=load_params(tiny_params_file), summary_path=tmp_path / "s")
 
 
-def test_manifest_marks_left_out_training_images_unused():
+def test_the_manifest_puts_every_image_not_in_val_or_test_into_train():
     table = pd.DataFrame({"path": [f"{i}" for i in range(20)], "class": ["a"] * 10 + ["b"] * 10, "sha1": ""})
     manifest = make_manifest(table, DataConfig(val_fraction=0.2, test_fraction=0.2, train_fraction=0.5), seed=0)
-    assert manifest["split"].value_counts().to_dict() == {"train": 6, "unused": 6, "val": 4, "test": 4}
+    assert manifest["split"].value_counts().to_dict() == {"train": 12, "val": 4, "test": 4}
+    assert manifest.equals(make_manifest(table, DataConfig(val_fraction=0.2, test_fraction=0.2), seed=0))
+
+
+def prepared_data(per_class: dict[str, int], seed: int = 7) -> PreparedData:
+    """A prepared dataset of ``per_class`` images (blank pixels), split 60/20/20."""
+    rows = [{"path": f"{c}/{i}.png", "class": c, "sha1": f"{c}{i}"} for c, n in per_class.items() for i in range(n)]
+    manifest = make_manifest(pd.DataFrame(rows), DataConfig(val_fraction=0.2, test_fraction=0.2), seed=seed)
+    return PreparedData(manifest, sorted(per_class), np.zeros((len(manifest), 3, 2, 2), dtype=np.uint8))
+
+
+FULL = prepared_data({"a": 60, "b": 30})
+
+
+def train_paths(data: PreparedData) -> set[str]:
+    return set(data.manifest.loc[data.manifest["split"] == "train", "path"])
+
+
+def test_training_subsets_are_nested_stratified_and_leave_val_and_test_alone():
+    drawn = []
+    full_per_class = FULL.manifest[FULL.manifest["split"] == "train"].groupby("class").size()
+    for seed in (1, 2):
+        previous: set[str] = set()
+        for fraction in (0.1, 0.25, 0.5, 1.0):
+            cut = training_subset(FULL, fraction, seed)
+            kept = train_paths(cut)
+            assert previous <= kept  # nested: a smaller subset is inside the larger one
+            previous = kept
+            for split in ("val", "test"):
+                assert (cut.manifest["split"] == split).equals(FULL.manifest["split"] == split)
+            per_class = cut.manifest[cut.manifest["split"] == "train"].groupby("class").size()
+            assert per_class.to_dict() == {c: math.ceil(n * fraction) for c, n in full_per_class.items()}
+            assert set(cut.manifest["split"]) <= {"train", "val", "test", UNUSED}
+            assert training_sizes(FULL.manifest, fraction)[0] == len(kept)  # what the study reports
+        drawn.append(train_paths(training_subset(FULL, 0.25, seed)))
+    assert drawn[0] != drawn[1]  # each seed draws its own subset
+    assert training_subset(FULL, 1.0, seed=3) is FULL
+    assert FULL.manifest["split"].value_counts()["train"] == 54  # the input is not modified
+
+
+def test_training_sizes_count_images_and_their_mean_per_class():
+    n, per_class = training_sizes(FULL.manifest, 0.5)
+    assert n == math.ceil(36 * 0.5) + math.ceil(18 * 0.5)
+    assert per_class == n / 2

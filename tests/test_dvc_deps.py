@@ -128,3 +128,28 @@ def test_output_roots_come_from_dvc_yaml():
         "reports",
     )
     assert output_roots(PROJECT / "study" / "dvc.yaml") == ("dvclive", "eval", "metrics", "models", "reports")
+
+
+@pytest.mark.e2e
+def test_replacing_a_local_weights_file_reruns_the_pretrained_arm_only(dvc_repo):
+    """The bug this file guards against: new weights under the same name once left results stale."""
+    import torch
+    from safetensors.torch import save_file
+
+    from tvs.models.archs import build_model
+
+    from .conftest import dvc, ran_stages
+
+    root = dvc_repo("weights", model={"arch": "resnet18", "weights": "weights/mine.safetensors"})
+
+    def write_weights(seed: int) -> None:
+        torch.manual_seed(seed)
+        save_file(build_model("resnet18", 1000).state_dict(), str(root / "weights" / "mine.safetensors"))
+
+    write_weights(0)
+    assert ran_stages(dvc(root, "repro")) == {"prepare", "train_pretrained", "train_scratch", "evaluate"}
+    assert ran_stages(dvc(root, "repro")) == set()
+
+    write_weights(1)  # other weights, same file name
+    assert "train_pretrained" in dvc(root, "status") and "modified:           weights" in dvc(root, "status")
+    assert ran_stages(dvc(root, "repro")) == {"train_pretrained", "evaluate"}

@@ -1,17 +1,15 @@
 """The embedded default dataset: a deterministic export of the elpv-dataset package."""
 
 import filecmp
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tvs.data import DataError
 from tvs.elpv import class_of, elpv_root, export_elpv, read_labels
+from tvs.errors import DataError
 
-from .conftest import PROJECT
+from .conftest import PROJECT, dvc, run_ok
 
 
 def test_labels_hold_all_2624_cells_at_four_probability_levels():
@@ -34,15 +32,16 @@ def test_class_of_each_probability(probability, binary, levels):
     assert class_of(probability, "levels") == levels
 
 
+@pytest.mark.e2e  # runs git and dvc
 def test_export_copies_png_bytes_unchanged_and_matches_the_committed_dvc_hash(tmp_path: Path):
     repo = tmp_path / "repo"
     assert export_elpv(repo / "data" / "raw") == 2624
     raw = repo / "data" / "raw"
     assert len(list((raw / "functional").iterdir())) == 1803 and len(list((raw / "defective").iterdir())) == 821
     assert filecmp.cmp(raw / "defective" / "cell0001.png", elpv_root() / "images" / "cell0001.png", shallow=False)
-    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True)
-    subprocess.run([sys.executable, "-m", "dvc", "add", "-q", "data/raw"], cwd=repo, check=True)
+    run_ok(["git", "init", "-q"], repo)
+    dvc(repo, "init", "-q")
+    dvc(repo, "add", "-q", "data/raw")
     ours = yaml.safe_load((repo / "data" / "raw.dvc").read_text())["outs"][0]
     committed = yaml.safe_load((PROJECT / "data" / "raw.dvc").read_text())["outs"][0]
     assert ours["md5"] == committed["md5"] and ours["nfiles"] == 2624

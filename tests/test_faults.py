@@ -19,19 +19,19 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tvs import training
-from tvs.checkpoint import load_checkpoint
+from tvs.compute.runtime import seed_everything
 from tvs.config import load_params
-from tvs.data import MANIFEST, load_prepared, prepare_dataset
-from tvs.evaluation import evaluate_arms, predict_arm
-from tvs.metrics import METRIC_KEYS
-from tvs.models import build_model
-from tvs.resume import STATE, ResumeSpec, fingerprint
-from tvs.runtime import make_runtime, seed_everything
-from tvs.training import fit
+from tvs.data.prepare import prepare_dataset
+from tvs.data.prepared import MANIFEST, load_prepared
+from tvs.evaluate.metrics import METRIC_KEYS
+from tvs.evaluate.scoring import evaluate_arms, predict_arm
+from tvs.models.archs import build_model
+from tvs.models.checkpoint import load_checkpoint
+from tvs.train import loop
+from tvs.train.resume import STATE, ResumeSpec, fingerprint
 
-from .conftest import PROJECT, write_imagefolder, write_params
-from .stage_runner import ENV, make_project, run_stage, train_cmd
+from .conftest import ENV, dvc, fit_arm, same_weights, write_imagefolder, write_params
+from .stage_runner import make_project, run_stage, train_cmd
 
 HUGE_LR = 1e12  # AdamW's decoupled weight decay multiplies weights by (1 - lr * wd) each step: overflow
 
@@ -41,14 +41,6 @@ def prepared(imagefolder: Path, tmp_path: Path):
     params = load_params(write_params(tmp_path / "params.yaml", train={"epochs": 3}))
     prepare_dataset(raw=imagefolder, out=tmp_path / "prep", params=params, summary_path=tmp_path / "s.json")
     return params, load_prepared(tmp_path / "prep")
-
-
-def _fit(params, data, arm: str, out: Path, **kwargs):
-    return fit(params, arm, data, make_runtime(params.train), out, generator=seed_everything(params.seed), **kwargs)
-
-
-def _same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def _timeless(history: list[dict]) -> list[dict]:
@@ -61,21 +53,21 @@ def _timeless(history: list[dict]) -> list[dict]:
 def test_a_huge_lr_stops_the_arm_and_keeps_the_initial_weights_flagged(prepared, tmp_path: Path, caplog):
     params, data = prepared
     with caplog.at_level(logging.WARNING):
-        result = _fit(dataclasses.replace(params, lr=HUGE_LR), data, "scratch", tmp_path / "m")
+        result = fit_arm(dataclasses.replace(params, lr=HUGE_LR), data, "scratch", tmp_path / "m")
     assert result.diverged_epoch == 1 and result.best_epoch == 0 and result.history == []
     assert (
-        "scratch: mean training loss of epoch 1 is nan: training diverged (try a lower lr). "
+        "mean training loss of epoch 1 is nan: training diverged (try a lower lr). "
         "Stopping this arm; its checkpoint keeps the initial weights."
     ) in caplog.messages
     model, meta = load_checkpoint(tmp_path / "m")
     assert meta["diverged"] is True and meta["diverged_epoch"] == 1 and meta["best_epoch"] == 0
     seed_everything(params.seed)
-    assert _same_weights(model.state_dict(), build_model(params.model.arch, 2).state_dict())
+    assert same_weights(model.state_dict(), build_model(params.model.arch, 2).state_dict())
 
 
-def _poison_epoch(monkeypatch, bad_epoch: int) -> None:
+def _poison_epoch(monkeypatch: pytest.MonkeyPatch, bad_epoch: int) -> None:
     """Fill one weight with NaN at the start of ``bad_epoch``: the real detection must catch it."""
-    original = training.train_one_epoch
+    original = loop.train_one_epoch
 
     def poisoned(model, batches, *args):
         if args[-1] == bad_epoch:
@@ -83,47 +75,58 @@ def _poison_epoch(monkeypatch, bad_epoch: int) -> None:
                 next(model.parameters()).fill_(float("nan"))
         return original(model, batches, *args)
 
-    monkeypatch.setattr(training, "train_one_epoch", poisoned)
+    monkeypatch.setattr(loop, "train_one_epoch", poisoned)
 
 
-def test_divergence_after_a_good_epoch_keeps_the_best_weights_and_evaluate_flags_it(
-    prepared, tmp_path: Path, monkeypatch
-):
-    params, data = prepared
-    _fit(params, data, "pretrained", tmp_path / "pretrained")
-    _poison_epoch(monkeypatch, bad_epoch=2)
-    result = _fit(params, data, "scratch", tmp_path / "scratch")
+@pytest.fixture(scope="module")
+def diverged_run(tmp_path_factory: pytest.TempPathFactory):
+    """Both arms trained 3 epochs, the scratch arm poisoned in epoch 2, then evaluated into ``metrics/``."""
+    root = tmp_path_factory.mktemp("diverged")
+    params = load_params(write_params(root / "params.yaml", train={"epochs": 3}))
+    raw = write_imagefolder(root / "raw", {"cats": 12, "dogs": 12})
+    prepare_dataset(raw=raw, out=root / "prep", params=params, summary_path=root / "s.json")
+    data = load_prepared(root / "prep")
+    fit_arm(params, data, "pretrained", root / "pretrained")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _poison_epoch(monkeypatch, bad_epoch=2)
+        result = fit_arm(params, data, "scratch", root / "scratch")
+    models = {"pretrained": root / "pretrained", "scratch": root / "scratch"}
+    evaluate_arms(models=models, data_dir=root / "prep", metrics_dir=root / "metrics", eval_dir=root / "eval")
+    return root, result
+
+
+def test_divergence_after_a_good_epoch_keeps_the_best_weights_and_evaluate_flags_it(diverged_run):
+    root, result = diverged_run
     assert result.diverged_epoch == 2 and result.best_epoch == 1 and len(result.history) == 1
-    probs, labels, meta = predict_arm(tmp_path / "scratch", tmp_path / "prep", split="val")
+    probs, labels, meta = predict_arm(root / "scratch", root / "prep", split="val")
     assert meta["diverged"] is True and meta["diverged_epoch"] == 2
     assert (probs.argmax(1) == labels).mean() == pytest.approx(result.history[0]["val_accuracy"], abs=1e-9)
 
-    metrics = tmp_path / "metrics"
-    models = {"pretrained": tmp_path / "pretrained", "scratch": tmp_path / "scratch"}
-    evaluate_arms(models=models, data_dir=tmp_path / "prep", metrics_dir=metrics, eval_dir=tmp_path / "eval")
-    arms = {arm: json.loads((metrics / f"{arm}.json").read_text()) for arm in models}
+    arms = {arm: json.loads((root / "metrics" / f"{arm}.json").read_text()) for arm in ("pretrained", "scratch")}
     assert arms["pretrained"].keys() == arms["scratch"].keys()
     assert (arms["scratch"]["diverged"], arms["scratch"]["diverged_epoch"]) == (1, 2)
     assert (arms["pretrained"]["diverged"], arms["pretrained"]["diverged_epoch"]) == (0, 0)
-    comparison = json.loads((metrics / "comparison.json").read_text())
+    comparison = json.loads((root / "metrics" / "comparison.json").read_text())
     assert comparison["diverged"] == 1 and all(comparison[key] is None for key in METRIC_KEYS)
-
-    # `dvc metrics show` still shows all three files, nulls included.
-    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, env=ENV, check=True)
-    shown = subprocess.run(
-        [sys.executable, "-m", "dvc", "metrics", "show", "metrics/pretrained.json", "metrics/comparison.json"],
-        cwd=tmp_path, env=ENV, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    assert "metrics/comparison.json" in shown and "diverged" in shown and "-" in shown
+    assert (comparison["pretrained_diverged_epoch"], comparison["scratch_diverged_epoch"]) == (0, 2)
 
 
+@pytest.mark.e2e
+def test_dvc_metrics_show_still_shows_the_files_of_a_diverged_run(diverged_run):
+    root, _ = diverged_run
+    dvc(root, "init", "--no-scm", "-q")
+    shown = dvc(root, "metrics", "show", "metrics/pretrained.json", "metrics/comparison.json")
+    assert "metrics/comparison.json" in shown and "diverged" in shown and "-" in shown  # nulls shown as "-"
+
+
+@pytest.mark.e2e
 def test_lr_10_explodes_the_loss_and_the_stage_exits_0_so_dvc_keeps_the_flagged_checkpoint(imagefolder, tmp_path):
     # `dvc exp run -S lr=10`: with AdamW and BatchNorm the loss stays finite but runs into the thousands.
     project = make_project(tmp_path / "project", imagefolder, lr=10)
     proc = run_stage(project, train_cmd("scratch"))
     assert proc.returncode == 0, proc.stderr
     assert re.search(
-        r"\[train\] scratch: mean training loss of epoch 1 is \d+(\.\d+)?, over 17\.33 \(25 x ln C\): training "
+        r"\[train\] mean training loss of epoch 1 is \d+(\.\d+)?(e\+\d+)?, over 17\.33 \(25 x ln C\): training "
         r"diverged \(try a lower lr\)\. Stopping this arm; its checkpoint keeps the initial weights\.\n",
         proc.stderr,
     ), proc.stderr
@@ -141,37 +144,37 @@ class Interrupted(Exception):
 
 
 def _interrupt_at(monkeypatch, epoch: int) -> None:
-    original = training.train_one_epoch
+    original = loop.train_one_epoch
 
     def interrupted(model, batches, *args):
         if args[-1] == epoch:
             raise Interrupted
         return original(model, batches, *args)
 
-    monkeypatch.setattr(training, "train_one_epoch", interrupted)
+    monkeypatch.setattr(loop, "train_one_epoch", interrupted)
 
 
 def test_an_interrupted_fit_resumes_after_its_last_epoch_and_matches_an_uninterrupted_one(
     prepared, tmp_path: Path, monkeypatch, caplog
 ):
     params, data = prepared
-    reference = _fit(params, data, "scratch", tmp_path / "ref")
+    reference = fit_arm(params, data, "scratch", tmp_path / "ref")
     spec = ResumeSpec(tmp_path / "resume", fingerprint(params, "scratch", tmp_path / "prep" / MANIFEST))
 
     _interrupt_at(monkeypatch, epoch=3)
     with pytest.raises(Interrupted):
-        _fit(params, data, "scratch", tmp_path / "run", resume=spec)
+        fit_arm(params, data, "scratch", tmp_path / "run", resume=spec)
     saved = torch.load(spec.folder / STATE, weights_only=True)
     assert saved["epoch"] == 2 and len(saved["result"]["history"]) == 2
     monkeypatch.undo()
 
     shutil.rmtree(tmp_path / "run")  # as DVC does before it reruns a stage
     with caplog.at_level(logging.INFO):
-        resumed = _fit(params, data, "scratch", tmp_path / "run", resume=spec)
+        resumed = fit_arm(params, data, "scratch", tmp_path / "run", resume=spec)
     assert f"resuming after epoch 2 from {spec.folder / STATE}" in caplog.messages
     assert _timeless(resumed.history) == _timeless(reference.history)
     assert resumed.best_epoch == reference.best_epoch
-    assert _same_weights(
+    assert same_weights(
         load_file(tmp_path / "run" / "model.safetensors"), load_file(tmp_path / "ref" / "model.safetensors")
     )
     assert not spec.folder.exists()  # a finished run forgets its state
@@ -182,19 +185,19 @@ def test_resume_state_from_other_params_or_a_damaged_file_is_ignored(prepared, t
     spec = ResumeSpec(tmp_path / "resume", fingerprint(params, "scratch", tmp_path / "prep" / MANIFEST))
     _interrupt_at(monkeypatch, epoch=2)
     with pytest.raises(Interrupted):
-        _fit(params, data, "scratch", tmp_path / "run", resume=spec)
+        fit_arm(params, data, "scratch", tmp_path / "run", resume=spec)
     other = dataclasses.replace(params, lr=params.lr * 2)
     other_spec = ResumeSpec(spec.folder, fingerprint(other, "scratch", tmp_path / "prep" / MANIFEST))
     assert other_spec.fingerprint != spec.fingerprint
     with caplog.at_level(logging.WARNING), pytest.raises(Interrupted):
-        _fit(other, data, "scratch", tmp_path / "run", resume=other_spec)
+        fit_arm(other, data, "scratch", tmp_path / "run", resume=other_spec)
     assert f"{spec.folder / STATE}: saved for other params, data or code; starting from epoch 1" in caplog.messages
 
     state = spec.folder / STATE
     state.write_bytes(state.read_bytes()[:1000])  # torn by a full disk, say
     caplog.clear()
     with caplog.at_level(logging.WARNING), pytest.raises(Interrupted):
-        _fit(params, data, "scratch", tmp_path / "run", resume=spec)
+        fit_arm(params, data, "scratch", tmp_path / "run", resume=spec)
     assert any(m.startswith(f"{state}: unreadable (") for m in caplog.messages)
 
 
@@ -203,44 +206,18 @@ def test_resume_state_from_other_params_or_a_damaged_file_is_ignored(prepared, t
 EPOCHS = 12
 
 
-GIT_ENV = {
-    **ENV,
-    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # stages run `python`
-    "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-    "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
-}  # fmt: skip
-
-
 def _dvc(root: Path, *args: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "dvc", *args], cwd=root, env=GIT_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "dvc", *args], cwd=root, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, **kwargs,
     )  # fmt: skip
 
 
-def _dvc_ok(root: Path, *args: str) -> str:
-    proc = _dvc(root, *args)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, out
-    return out
-
-
 @pytest.fixture
-def repo(tmp_path: Path) -> Path:
+def repo(dvc_repo) -> Path:
     """A git + DVC repository of the project's pipeline on a tiny dataset, prepare already run."""
-    root = tmp_path / "repo"
-    root.mkdir()
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
-        shutil.copy(PROJECT / name, root / name)
-    shutil.copytree(PROJECT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copytree(PROJECT / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp"))
-    write_params(root / "params.yaml", train={"epochs": EPOCHS})
-    write_imagefolder(root / "data" / "raw", {"cats": 10, "dogs": 10})
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    _dvc_ok(root, "add", "-q", "data/raw")
-    subprocess.run(["git", "add", "-A"], cwd=root, env=GIT_ENV, check=True)
-    subprocess.run(["git", "commit", "-qm", "tiny project"], cwd=root, env=GIT_ENV, check=True)
-    _dvc_ok(root, "repro", "prepare")
+    root = dvc_repo("faults", train={"epochs": EPOCHS})
+    dvc(root, "repro", "prepare")
     return root
 
 
@@ -248,6 +225,7 @@ def _rows(tsv: Path) -> int:
     return max(0, len(tsv.read_text().splitlines()) - 1) if tsv.exists() else 0
 
 
+@pytest.mark.e2e
 def test_sigkill_mid_training_leaves_no_half_written_output_and_dvc_repro_recovers(repo: Path):
     out, tsv = repo / "models" / "scratch", repo / "dvclive" / "scratch" / "plots" / "metrics" / "train" / "loss.tsv"
     run = _dvc(repo, "repro", "train_scratch", start_new_session=True)  # its own group: dvc and the stage
@@ -271,16 +249,16 @@ def test_sigkill_mid_training_leaves_no_half_written_output_and_dvc_repro_recove
     assert 1 <= saved["epoch"] < EPOCHS
     assert "train_scratch" not in (repo / "dvc.lock").read_text()  # DVC recorded nothing of the killed run
 
-    log = _dvc_ok(repo, "repro", "train_scratch")
+    log = dvc(repo, "repro", "train_scratch")
     assert f"resuming after epoch {saved['epoch']} from models/.resume/scratch/{STATE}" in log, log
     assert sorted(p.name for p in out.iterdir()) == ["meta.json", "model.safetensors"]  # no stray temp files
     assert not (repo / "models" / ".resume" / "scratch").exists()
     resumed_weights, resumed_meta = load_file(out / "model.safetensors"), json.loads((out / "meta.json").read_text())
     resumed_curve = [line.split("\t")[1:] for line in tsv.read_text().splitlines()]  # step, loss (no timestamp)
 
-    _dvc_ok(repo, "repro", "--force", "train_scratch")  # the uninterrupted run, from scratch
-    assert _same_weights(resumed_weights, load_file(out / "model.safetensors"))
+    dvc(repo, "repro", "--force", "train_scratch")  # the uninterrupted run, from scratch
+    assert same_weights(resumed_weights, load_file(out / "model.safetensors"))
     meta = json.loads((out / "meta.json").read_text())
     assert _timeless(resumed_meta["history"]) == _timeless(meta["history"]) and len(meta["history"]) == EPOCHS
     assert resumed_curve == [line.split("\t")[1:] for line in tsv.read_text().splitlines()]
-    assert "Data and pipelines are up to date." in _dvc_ok(repo, "status", "train_scratch")
+    assert "Data and pipelines are up to date." in dvc(repo, "status", "train_scratch")

@@ -2,68 +2,29 @@
 
 One repository is built for the module and the scenarios run in order, each starting from the
 state the previous one left, as a user's session would: repro, no-op repro, `dvc exp run -S`,
-a scratch-only change, a data change, `dvc metrics diff`.
+a scratch-only change, `dvc metrics diff`, a data change, and a new file under `weights/`.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from safetensors.torch import save_file
 
-from .conftest import PROJECT, make_image, write_imagefolder, write_params
+from tvs.models.weights import LITE0_PACKAGE, load_pretrained_state
+
+from .conftest import dvc, make_image, ran_stages, run_ok
 
 pytestmark = pytest.mark.e2e
 
 STAGES = ("prepare", "train_pretrained", "train_scratch", "evaluate")
 
 
-def run(cmd: list[str], cwd: Path) -> str:
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "HF_HUB_OFFLINE": "1",
-        "DVC_NO_ANALYTICS": "1",
-        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
-    }  # fmt: skip
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{out}"
-    return out
-
-
-def ran_stages(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([\w@.-]+)'", output))
-
-
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """A git + DVC repository made from the project's pipeline files and a tiny dataset."""
-    root = tmp_path_factory.mktemp("project")
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
-        shutil.copy(PROJECT / name, root / name)
-    shutil.copytree(PROJECT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    (root / ".dvc").mkdir()
-    shutil.copy(PROJECT / ".dvc" / "config", root / ".dvc" / "config")
-    shutil.copy(PROJECT / ".dvc" / ".gitignore", root / ".dvc" / ".gitignore")
-    write_params(root / "params.yaml")
-    write_imagefolder(root / "data" / "raw", {"cats": 10, "dogs": 10})
-    run(["git", "init", "-q"], root)
-    run([sys.executable, "-m", "dvc", "add", "-q", "data/raw"], root)
-    run(["git", "add", "-A"], root)
-    run(["git", "commit", "-qm", "tiny project"], root)
-    return root
-
-
-def dvc(root: Path, *args: str) -> str:
-    return run([sys.executable, "-m", "dvc", *args], root)
+def repo(dvc_repo) -> Path:
+    return dvc_repo("pipeline")
 
 
 def test_1_repro_produces_checkpoints_and_both_arms_metrics(repo: Path):
@@ -80,8 +41,8 @@ def test_1_repro_produces_checkpoints_and_both_arms_metrics(repo: Path):
     assert comparison["accuracy"] == pytest.approx(metrics["pretrained"]["accuracy"] - metrics["scratch"]["accuracy"])
     shown = dvc(repo, "metrics", "show")
     assert "metrics/pretrained.json" in shown and "metrics/scratch.json" in shown
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "baseline results"], repo)
+    run_ok(["git", "add", "-A"], repo)
+    run_ok(["git", "commit", "-qm", "baseline results"], repo)
 
 
 def test_2_second_repro_runs_nothing(repo: Path):
@@ -115,3 +76,12 @@ def test_6_changing_the_data_reruns_everything(repo: Path):
     out = dvc(repo, "repro")
     assert ran_stages(out) == set(STAGES)
     assert json.loads((repo / "metrics" / "prepare.json").read_text())["images"] == 21
+
+
+def test_7_a_file_under_weights_makes_only_train_pretrained_stale(repo: Path):
+    # Where model.weights may name a local file: replacing one must rerun the pretrained arm.
+    state = load_pretrained_state("tf_efficientnet_lite0", LITE0_PACKAGE)
+    save_file({k: v.contiguous() for k, v in state.items()}, repo / "weights" / "lite0.safetensors")
+    assert set(json.loads(dvc(repo, "status", "--json"))) == {"train_pretrained"}
+    (repo / "weights" / "lite0.safetensors").unlink()
+    assert json.loads(dvc(repo, "status", "--json")) == {}

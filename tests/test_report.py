@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shlex
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
+from tvs.config import load_params
+from tvs.evaluate.stats import Estimate, EvidenceSettings
 from tvs.pr import MARKER, absolute_images, demote_headings, main, pr_comment
-from tvs.report import decide, pair_recommendation, pair_verdict, speed_clause, write_pair_report
-from tvs.stats import Estimate, EvidenceSettings
-from tvs.study import SizeSummary
-from tvs.study_report import data_requirement, size_key, study_recommendation, study_verdict, write_study_report
+from tvs.study.params import StudyParams
+from tvs.study.report import data_requirement, size_key, study_recommendation, study_verdict, write_study_report
+from tvs.study.summary import SizeSummary
+from tvs.verdict.pair import pair_recommendation, pair_verdict, write_pair_report
+from tvs.verdict.rules import decide, speed_clause
+
+from .conftest import PROJECT
 
 SETTINGS = EvidenceSettings(resamples=1000)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -101,10 +110,15 @@ def test_pair_verdict_has_the_measured_rows_the_rule_and_the_plot():
     assert "![Validation accuracy against wall seconds of training, both arms](val_accuracy.png)" in text
 
 
-def test_pair_verdict_of_a_diverged_arm_gives_no_verdict():
-    metrics = {**METRICS, "scratch": {**METRICS["scratch"], "diverged": 1}}
-    text = pair_verdict(metrics, {"accuracy": None, "significance": None, "diverged": 1}, SETTINGS, 10, 2, None)
+def test_pair_verdict_of_a_diverged_arm_gives_no_verdict_and_says_what_diverged_when():
+    metrics = {
+        "pretrained": {**METRICS["pretrained"], "diverged": 0, "diverged_epoch": 0},
+        "scratch": {**METRICS["scratch"], "best_epoch": 1, "diverged": 1, "diverged_epoch": 2},
+    }
+    comparison = {"accuracy": None, "significance": None, "time_to_accuracy": None, "diverged": 1}
+    text = pair_verdict(metrics, comparison, SETTINGS, 10, 2, None)
     assert "**No verdict**: the scratch arm diverged" in text
+    assert "| Outcome | finished, best epoch 5 | diverged in epoch 2; scored with epoch 1's weights |" in text
 
 
 def test_write_pair_report_draws_the_png_the_verdict_links(tmp_path: Path):
@@ -184,8 +198,6 @@ def write_cell(folder: Path, seed: int, pre: float, scr: float) -> None:
 
 
 def test_write_study_report_summarises_every_cell_of_the_grid(tmp_path: Path):
-    from tvs.study import StudyParams
-
     prepared = tmp_path / "prepared"
     prepared.mkdir()
     manifest = pd.DataFrame(
@@ -267,17 +279,69 @@ def test_pr_comment_command_writes_the_file_the_workflow_posts(tmp_path: Path, m
     assert "![p](https://github.com/o/r/raw/abc/reports/val_accuracy.png)" in text and "tests: **passed**" in text
 
 
-def test_the_pull_request_workflow_runs_the_tests_a_quick_pipeline_and_posts_the_comment():
-    import yaml
+WORKFLOW = PROJECT / ".github" / "workflows" / "pull-request.yml"
 
-    from .conftest import PROJECT
 
-    workflow = yaml.safe_load((PROJECT / ".github" / "workflows" / "pull-request.yml").read_text())
-    assert "pull_request" in workflow[True]  # YAML reads the key `on` as true
-    jobs = workflow["jobs"]
-    steps = {job: " ".join(str(step.get("run", "")) for step in jobs[job]["steps"]) for job in jobs}
-    assert ".ci/run" in steps["test"] and "dvc exp run" in steps["quick-pipeline"]
-    assert set(jobs["comment"]["needs"]) == {"test", "quick-pipeline"}
-    assert 'dvc metrics diff "origin/$BASE" --md' in steps["comment"]
-    assert "python -m tvs.pr" in steps["comment"] and "--verdict reports/verdict.md" in steps["comment"]
-    assert "gh pr comment" in steps["comment"] and "--edit-last --create-if-none" in steps["comment"]
+def workflow_step(job: str, needle: str) -> dict:
+    """The step of ``job`` whose ``run`` script contains ``needle``."""
+    steps = yaml.safe_load(WORKFLOW.read_text())["jobs"][job]["steps"]
+    return next(step for step in steps if needle in step.get("run", ""))
+
+
+def shell_words(step: dict, program: str, env: dict[str, str]) -> list[str]:
+    """The arguments after ``program`` on the line of ``step`` that runs it, variables expanded."""
+    script = step["run"].replace("\\\n", " ")
+    line = next(line for line in script.splitlines() if program in line)
+    words = shlex.split(line.split(program, 1)[1])
+    return [re.sub(r"\$(\w+)", lambda m: env[m.group(1)], word) for word in words]
+
+
+def declared_outputs(dvc_yaml: Path) -> set[str]:
+    """The output paths of ``dvc_yaml``'s stages, relative to the project root."""
+    prefix = "" if dvc_yaml.parent == PROJECT else dvc_yaml.parent.relative_to(PROJECT).as_posix() + "/"
+    found = set()
+    for stage in yaml.safe_load(dvc_yaml.read_text())["stages"].values():
+        for entry in (e for key in ("outs", "metrics", "plots") for e in stage.get(key, [])):
+            found.add(prefix + (next(iter(entry)) if isinstance(entry, dict) else entry))
+    return found
+
+
+def test_the_workflows_comment_command_runs_and_posts_the_file_it_writes(tmp_path: Path, monkeypatch):
+    step = workflow_step("comment", "python -m tvs.pr")
+    env = {"RUNNER_TEMP": str(tmp_path / "runner"), "BASE": "main", "TESTS": "success", "QUICK": "failure",
+           "IMAGES": "https://github.com/o/r/raw/abc"}  # fmt: skip
+    assert set(step["env"]) == {"BASE", "TESTS", "QUICK", "IMAGES"}
+    args = shell_words(step, "python -m tvs.pr", env)
+    verdicts = [args[i + 1] for i, arg in enumerate(args) if arg == "--verdict"]
+    assert set(verdicts) <= declared_outputs(PROJECT / "dvc.yaml") | declared_outputs(PROJECT / "study" / "dvc.yaml")
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runner").mkdir()
+    (tmp_path / "runner" / "metrics-diff.md").write_text(DIFF)
+    for verdict in verdicts:
+        Path(verdict).parent.mkdir(parents=True, exist_ok=True)
+        Path(verdict).write_text(f"# Verdict of {verdict}\n\n![p](plot.png)\n")
+    main(args)  # the workflow's own command line: a renamed or removed option fails here
+    comment = (tmp_path / "runner" / "comment.md").read_text()
+    assert "tests: **passed** · quick pipeline: **FAILED**" in comment and "| metrics/comparison.json |" in comment
+    for verdict in verdicts:
+        assert f"#### Verdict of {verdict}" in comment
+        assert f"![p](https://github.com/o/r/raw/abc/{Path(verdict).parent.as_posix()}/plot.png)" in comment
+
+    post = workflow_step("comment", "gh pr comment")
+    body = shell_words(post, "gh pr comment", {**env, **{k: "1" for k in post["env"]}})
+    assert body[body.index("--body-file") + 1] == args[args.index("--out") + 1]  # it posts what tvs.pr wrote
+
+
+def test_the_workflows_quick_pipeline_sets_params_that_exist():
+    args = shell_words(workflow_step("quick-pipeline", "dvc exp run"), "dvc exp run", {})
+    overrides = dict(args[i + 1].split("=", 1) for i, arg in enumerate(args) if arg == "-S")
+    assert overrides  # a renamed key in params.yaml is refused below, as `dvc exp run -S` would not notice
+    params = load_params(PROJECT / "params.yaml", overrides={k: yaml.safe_load(v) for k, v in overrides.items()})
+    assert params.train.epochs == 1
+
+
+def test_the_workflows_test_job_runs_the_ci_script():
+    step = workflow_step("test", ".ci/run")
+    assert step["run"].strip() == ".ci/run"
+    assert os.access(PROJECT / ".ci" / "run", os.X_OK)

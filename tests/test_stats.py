@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from tvs.stats import (
+from tvs.config import ConfigError
+from tvs.evaluate.stats import (
     EvidenceSettings,
     mcnemar_exact,
     mean_ci,
@@ -128,11 +129,21 @@ def test_pair_evidence_holds_significance_and_time_to_accuracy_for_comparison_js
     assert tta["pretrained_speedup"] == pytest.approx(90.0 / 33.0)
 
 
-def test_evidence_settings_reject_out_of_range_values_by_name():
-    with pytest.raises(ValueError, match="confidence"):
-        EvidenceSettings(confidence=1.5)
-    with pytest.raises(ValueError, match="resamples"):
-        EvidenceSettings(resamples=10)
-    with pytest.raises(ValueError, match="target_fraction"):
-        EvidenceSettings(target_fraction=0)
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"confidence": 1.5}, "report.confidence: must be in (0, 1), got 1.5"),
+        ({"resamples": 10}, "report.resamples: must be at least 100, got 10"),
+        ({"target_fraction": 0}, "report.target_fraction: must be in (0, 1], got 0"),
+    ],
+)
+def test_evidence_settings_reject_out_of_range_values_by_the_key_of_the_studys_params(settings, message):
+    # The same keys the study's params.yaml has (report.*), since its loader builds these settings.
+    with pytest.raises(ConfigError) as err:
+        EvidenceSettings(**settings)
+    assert str(err.value) == message
+
+
+def test_evidence_settings_alpha_matches_the_confidence_level():
     assert EvidenceSettings().alpha == pytest.approx(0.05)
+    assert EvidenceSettings(confidence=0.9).alpha == pytest.approx(0.1)

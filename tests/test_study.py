@@ -1,121 +1,94 @@
-"""The study's building blocks: a cell's training subset and budget, its params, break-even."""
+"""The study's own pieces: its params (read by the same mechanism as params.yaml) and break-even."""
 
 from __future__ import annotations
 
-import math
+import re
+from pathlib import Path
 
-import pandas as pd
 import pytest
+import yaml
 
-from tvs.config import ConfigError, DataConfig, TrainConfig
-from tvs.data import make_manifest
-from tvs.stats import Estimate
-from tvs.study import (
-    SizeSummary,
-    break_even,
-    load_study_params,
-    parse_override,
-    step_budget,
-    training_manifest,
-    training_sizes,
-)
+from tvs.config import ConfigError, load_params
+from tvs.evaluate.stats import Estimate
+from tvs.study.params import load_study_params
+from tvs.study.summary import SizeSummary, break_even
 
 from .conftest import PROJECT
 
 
-def table(per_class: dict[str, int]) -> pd.DataFrame:
-    rows = [{"path": f"{c}/{i}.png", "class": c, "sha1": f"{c}{i}"} for c, n in per_class.items() for i in range(n)]
-    return pd.DataFrame(rows)
-
-
-def train_paths(manifest: pd.DataFrame) -> set[str]:
-    return set(manifest.loc[manifest["split"] == "train", "path"])
-
-
-FULL = make_manifest(table({"a": 60, "b": 30}), DataConfig(val_fraction=0.2, test_fraction=0.2), seed=7)
-
-
-def test_training_manifest_reproduces_prepares_own_subset_exactly():
-    # The main pipeline: prepare applied data.train_fraction; train applies the same rule again.
-    for fraction in (0.1, 0.3, 0.75):
-        prepared = make_manifest(
-            table({"a": 60, "b": 30}), DataConfig(val_fraction=0.2, test_fraction=0.2, train_fraction=fraction), seed=7
-        )
-        cut = training_manifest(prepared, fraction, seed=7)
-        assert cut["split"].tolist() == prepared["split"].tolist()
-
-
-def test_training_manifest_subsets_are_nested_stratified_and_leave_val_and_test_alone():
-    sizes = []
-    for seed in (1, 2):
-        previous: set[str] = set()
-        for fraction in (0.1, 0.25, 0.5, 1.0):
-            cut = training_manifest(FULL, fraction, seed)
-            kept = train_paths(cut)
-            assert previous <= kept  # nested: a smaller subset is inside the larger one
-            previous = kept
-            for split in ("val", "test"):
-                assert (cut["split"] == split).equals(FULL["split"] == split)
-            per_class = cut[cut["split"] == "train"].groupby("class").size()
-            full_per_class = FULL[FULL["split"] == "train"].groupby("class").size()
-            assert per_class.to_dict() == {c: math.ceil(n * fraction) for c, n in full_per_class.items()}
-        sizes.append(train_paths(training_manifest(FULL, 0.25, seed)))
-    assert sizes[0] != sizes[1]  # each seed draws its own subset
-    assert train_paths(training_manifest(FULL, 1.0, seed=3)) == train_paths(FULL)
-
-
-def test_training_manifest_starts_from_the_whole_training_split_even_if_prepare_cut_it():
-    prepared = make_manifest(
-        table({"a": 60, "b": 30}), DataConfig(val_fraction=0.2, test_fraction=0.2, train_fraction=0.3), seed=7
-    )
-    assert train_paths(training_manifest(prepared, 1.0, seed=1)) == train_paths(FULL)
-
-
-def test_training_sizes_count_images_and_their_mean_per_class():
-    n, per_class = training_sizes(FULL, 0.5)
-    assert n == math.ceil(36 * 0.5) + math.ceil(18 * 0.5)
-    assert per_class == n / 2
-
-
-def test_step_budget_raises_epochs_to_the_minimum_number_of_steps_and_never_lowers_them():
-    train = TrainConfig(epochs=8, batch_size=64)
-    assert step_budget(train, 85, min_steps=40).epochs == 20  # 2 steps per epoch
-    assert step_budget(train, 1706, min_steps=40).epochs == 8  # 27 steps per epoch: 8 epochs suffice
-    assert step_budget(train, 85, min_steps=0).epochs == 8
-
-
-def test_parse_override_reads_the_value_as_yaml():
-    assert parse_override("data.train_fraction=0.05") == ("data.train_fraction", 0.05)
-    assert parse_override("seed=3") == ("seed", 3)
-    assert parse_override("train.compile=true") == ("train.compile", True)
-    assert parse_override("model.arch=resnet18") == ("model.arch", "resnet18")
-    with pytest.raises(ConfigError, match="KEY=VALUE"):
-        parse_override("seed")
-
-
-def test_the_projects_study_params_are_valid(tmp_path):
+def test_the_projects_study_params_are_valid_and_hold_every_value_its_dvc_yaml_uses():
     study = load_study_params(PROJECT / "study" / "params.yaml")
-    assert study.fractions == sorted(study.fractions) and study.fractions[-1] == 1.0
-    assert len(study.seeds) >= 3
+    assert study.fractions == sorted(study.fractions)
+    raw = yaml.safe_load((PROJECT / "study" / "params.yaml").read_text())
+    used = set(re.findall(r"\$\{([\w.]+)\}", (PROJECT / "study" / "dvc.yaml").read_text()))
+    for name in sorted(used):
+        if name.startswith("item."):
+            continue
+        node = raw
+        for part in name.split("."):
+            assert isinstance(node, dict) and part in node, f"study/dvc.yaml uses ${{{name}}}, not in its params"
+            node = node[part]
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("fractions: [0.1, 0]\nseeds: [1, 2]\n", "fractions: each must be in"),
-        ("fractions: [0.1]\nseeds: [1, 1]\n", "seeds: must not repeat"),
-        ("fractions: [0.1]\nseeds: [1]\nepochs: 3\n", "unknown key 'epochs'"),
-        ("fractions: [0.1]\nseeds: [1]\nreport: {confidence: 2}\n", "report.confidence"),
-        ("fractions: [0.1]\nseeds: [1]\nreport: {alpha: 0.1}\n", "report: valid keys"),
-        ("seeds: [1]\n", "fractions: must be a non-empty list"),
+        ("fractions: [0.1, 0]\nseeds: [1, 2]\n", "fractions: each must be in (0, 1], got [0.1, 0]"),
+        ("fractions: [0.1, 0.1]\nseeds: [1]\n", "fractions: must not repeat, got [0.1, 0.1]"),
+        ("fractions: []\nseeds: [1]\n", "fractions: must be a non-empty list"),
+        ("fractions: [0.1]\nseeds: [1, 1]\n", "seeds: must not repeat, got [1, 1]"),
+        ("fractions: [0.1]\nseeds: [-1]\n", "seeds: each must be an integer >= 0, got [-1]"),
+        ("fractions: [0.1]\nseeds: [1.5]\n", "seeds[0]: expected int, got float 1.5"),
+        ("fractions: 0.1\nseeds: [1]\n", "fractions: expected a list, got float 0.1"),
+        ("fractions: [0.1]\nseeds: [1]\nmin_steps: -1\n", "min_steps: must be an integer >= 0, got -1"),
+        ("fractions: [0.1]\nseeds: [1]\nepochs: 3\n",
+         "unknown key 'epochs'; valid keys: fractions, seeds, min_steps, report"),
+        ("fractions: [0.1]\nseeds: [1]\nreport: {confidence: 2}\n", "report.confidence: must be in (0, 1), got 2.0"),
+        ("fractions: [0.1]\nseeds: [1]\nreport: {resamples: 10}\n", "report.resamples: must be at least 100, got 10"),
+        ("fractions: [0.1]\nseeds: [1]\nreport: {alpha: 0.1}\n",
+         "unknown key 'report.alpha'; valid keys under report: confidence, resamples, target_fraction, seed"),
     ],
-)
-def test_study_params_errors_name_the_file_and_key(tmp_path, text, message):
+)  # fmt: skip
+def test_study_params_errors_name_the_file_and_key(tmp_path: Path, text: str, message: str):
     path = tmp_path / "params.yaml"
     path.write_text(text)
-    with pytest.raises(ConfigError, match=message) as err:
+    with pytest.raises(ConfigError) as err:
         load_study_params(path)
-    assert str(path) in str(err.value)
+    assert str(err.value) == f"{path}: {message}"
+
+
+def test_a_missing_required_study_key_is_a_config_error_naming_it(tmp_path: Path):
+    path = tmp_path / "params.yaml"
+    path.write_text("seeds: [1]\n")
+    with pytest.raises(ConfigError) as err:
+        load_study_params(path)
+    assert str(err.value) == f"{path}: missing key 'fractions'; it has no default and must be given"
+
+
+@pytest.mark.parametrize(
+    ("main", "main_message", "study", "study_message"),
+    [
+        ("lr: fast\n", "lr: expected float, got str 'fast'",
+         "min_steps: few\n", "min_steps: expected int, got str 'few'"),
+        ("lr: 0\n", "lr: must be > 0", "min_steps: -1\n", "min_steps: must be an integer >= 0, got -1"),
+        ("lrr: 1\n", "unknown key 'lrr'; valid keys: seed, lr, data, train, model, pretrained, scratch",
+         "min_step: 1\n", "unknown key 'min_step'; valid keys: fractions, seeds, min_steps, report"),
+        ("train: {epochs: 0}\n", "train.epochs: must be at least 1",
+         "report: {target_fraction: 0}\n", "report.target_fraction: must be in (0, 1], got 0.0"),
+    ],
+)  # fmt: skip
+def test_study_params_and_params_yaml_fail_the_same_way(
+    tmp_path: Path, main: str, main_message: str, study: str, study_message: str
+):
+    # One mechanism for every params file: a mistake reads "<file>: <key>: <message>" in both.
+    (tmp_path / "params.yaml").write_text(main)
+    (tmp_path / "study.yaml").write_text("fractions: [0.1]\nseeds: [1]\n" + study)
+    with pytest.raises(ConfigError) as main_err:
+        load_params(tmp_path / "params.yaml")
+    with pytest.raises(ConfigError) as study_err:
+        load_study_params(tmp_path / "study.yaml")
+    assert str(main_err.value) == f"{tmp_path / 'params.yaml'}: {main_message}"
+    assert str(study_err.value) == f"{tmp_path / 'study.yaml'}: {study_message}"
 
 
 def size(fraction: float, pretrained: tuple[float, float, float], scratch: float) -> SizeSummary:

@@ -10,10 +10,6 @@ all), add a fraction (only its cells are stale), and build the pull-request comm
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,7 +18,7 @@ import yaml
 
 from tvs.pr import pr_comment
 
-from .conftest import PROJECT, write_imagefolder, write_params
+from .conftest import dvc, ran_stages, run_ok
 
 pytestmark = pytest.mark.e2e
 
@@ -34,32 +30,14 @@ TINY_STUDY = {
 }
 
 
-def run(cmd: list[str], cwd: Path) -> str:
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1",
-        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
-    }  # fmt: skip
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}{proc.stderr}"
-    return proc.stdout + proc.stderr
-
-
-def dvc(cwd: Path, *args: str) -> str:
-    return run([sys.executable, "-m", "dvc", *args], cwd)
-
-
-def ran_stages(output: str) -> set[str]:
-    """Stage names DVC ran (or would run), without a ``study/dvc.yaml:`` prefix."""
-    return {name.rsplit(":", 1)[-1] for name in re.findall(r"Running stage '([^']+)'", output)}
-
-
 def cells(fractions: list[float], seeds: list[int]) -> set[str]:
     """The study's stages for ``fractions`` x ``seeds``: both arms' training and the evaluation."""
-    train = {f"train@{f}-{arm}-{s}" for f in fractions for arm in ("pretrained", "scratch") for s in seeds}
-    return train | {f"evaluate@{f}-{s}" for f in fractions for s in seeds}
+    return {
+        f"{stage}@{f}-{s}"
+        for f in fractions
+        for s in seeds
+        for stage in ("train_pretrained", "train_scratch", "evaluate")
+    }
 
 
 def write_study_params(root: Path, **changes) -> None:
@@ -67,25 +45,9 @@ def write_study_params(root: Path, **changes) -> None:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
+def repo(dvc_repo) -> Path:
     """A git + DVC repository with both pipelines and 12 tiny images per class."""
-    root = tmp_path_factory.mktemp("study")
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
-        shutil.copy(PROJECT / name, root / name)
-    (root / "study").mkdir()
-    shutil.copy(PROJECT / "study" / "dvc.yaml", root / "study" / "dvc.yaml")
-    shutil.copytree(PROJECT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    (root / ".dvc").mkdir()
-    for name in ("config", ".gitignore"):
-        shutil.copy(PROJECT / ".dvc" / name, root / ".dvc" / name)
-    write_params(root / "params.yaml")
-    write_study_params(root)
-    write_imagefolder(root / "data" / "raw", {"cats": 12, "dogs": 12})
-    run(["git", "init", "-q"], root)
-    dvc(root, "add", "-q", "data/raw")
-    run(["git", "add", "-A"], root)
-    run(["git", "commit", "-qm", "tiny project"], root)
-    return root
+    return dvc_repo("study", per_class=12, study=TINY_STUDY)
 
 
 def test_1_the_study_trains_every_cell_on_nested_subsets_and_writes_its_verdict(repo: Path):
@@ -100,6 +62,7 @@ def test_1_the_study_trains_every_cell_on_nested_subsets_and_writes_its_verdict(
         for fraction, epochs in ((0.5, 2), (1.0, 1)):
             meta = json.loads((study / "models" / f"{fraction}-{arm}-0" / "meta.json").read_text())
             assert len(meta["history"]) == epochs and meta["params"]["data"]["train_fraction"] == fraction
+            assert meta["train_images"] == int(12 * fraction)  # the nested subset, out of prepare's 12
     comparison = json.loads((study / "eval" / "0.5-0" / "comparison.json").read_text())
     assert {"mcnemar_p", "accuracy_diff_ci_low", "accuracy_diff_ci_high"} <= comparison["significance"].keys()
     assert (study / "eval" / "0.5-0" / "pretrained" / "predictions.csv").is_file()
@@ -108,8 +71,8 @@ def test_1_the_study_trains_every_cell_on_nested_subsets_and_writes_its_verdict(
     assert "**Inconclusive**: one seed gives no confidence interval" in verdict  # said plainly
     assert "](data_efficiency.png)" in verdict
     assert (study / "reports" / "data_efficiency.png").read_bytes().startswith(b"\x89PNG")
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "study results, one seed"], repo)
+    run_ok(["git", "add", "-A"], repo)
+    run_ok(["git", "commit", "-qm", "study results, one seed"], repo)
 
 
 def test_2_adding_a_seed_runs_only_the_new_cells_and_the_report(repo: Path):
@@ -150,7 +113,7 @@ def test_4_the_pull_request_comment_holds_the_real_metrics_diff_and_the_verdict(
 def test_5_the_main_evaluate_writes_the_verdict_and_its_plot_from_real_checkpoints(repo: Path):
     assert "evaluate" in dvc(repo, "stage", "list")  # the main dvc.yaml, with its new outputs, parses
     models = repo / "study" / "models"
-    run(
+    run_ok(
         [sys.executable, "src/stages/evaluate.py", "--data", "data/prepared", "--pretrained",
          str(models / "1.0-pretrained-0"), "--scratch", str(models / "1.0-scratch-0"), "--metrics", "metrics",
          "--eval-dir", "eval", "--verdict", "reports/verdict.md", "--curve-plot", "reports/val_accuracy.png",

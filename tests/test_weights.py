@@ -7,14 +7,15 @@ import pytest
 import torch
 from PIL import Image
 
-from tvs.models import build_model, transfer_weights
-from tvs.weights import (
+from tvs.errors import WeightsError
+from tvs.models.archs import build_model
+from tvs.models.weights import (
     LITE0_PACKAGE,
-    WeightsError,
     convert_lite0,
     lite0_package_file,
     load_file,
     load_pretrained_state,
+    transfer_weights,
 )
 
 

@@ -4,7 +4,6 @@ import argparse
 from pathlib import Path
 
 from tvs.cli import run_stage
-from tvs.evaluate.scoring import evaluate_arms
 from tvs.evaluate.stats import EvidenceSettings
 from tvs.io import check_output_paths
 
@@ -24,6 +23,9 @@ def main() -> None:
         "--target-fraction", type=float, default=0.95, help="time-to-accuracy target: share of the better arm's best"
     )
     args = parser.parse_args()
+    # torch and the package's heavy modules load after parsing, so that --help answers at once
+    from tvs.evaluate.scoring import evaluate_arms
+
     check_output_paths(metrics=args.metrics, eval_dir=args.eval_dir, verdict=args.verdict, curve_plot=args.curve_plot)
     evaluate_arms(
         models={"pretrained": args.pretrained, "scratch": args.scratch},

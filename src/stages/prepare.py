@@ -5,7 +5,6 @@ from pathlib import Path
 
 from tvs.cli import run_stage
 from tvs.config import load_params
-from tvs.data.prepare import prepare_dataset
 from tvs.io import check_output_paths
 
 
@@ -17,6 +16,9 @@ def main() -> None:
     parser.add_argument("--summary", type=Path, required=True, help="JSON file for the dataset counts")
     args = parser.parse_args()
     check_output_paths(out=args.out, summary=args.summary)
+    # torch and the package's heavy modules load after parsing, so that --help answers at once
+    from tvs.data.prepare import prepare_dataset
+
     params = load_params(args.params)
     prepare_dataset(raw=args.raw, out=args.out, params=params, summary_path=args.summary)
 

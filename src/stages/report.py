@@ -6,7 +6,6 @@ from pathlib import Path
 from tvs.cli import run_stage
 from tvs.io import check_output_paths
 from tvs.study.params import load_study_params
-from tvs.study.report import write_study_report
 
 
 def main() -> None:
@@ -19,6 +18,9 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, required=True, help="PNG: test accuracy vs training images per class")
     parser.add_argument("--table", type=Path, required=True, help="CSV of the curve, for `dvc plots`")
     args = parser.parse_args()
+    # torch and the package's heavy modules load after parsing, so that --help answers at once
+    from tvs.study.report import write_study_report
+
     check_output_paths(summary=args.summary, verdict=args.verdict, plot=args.plot, table=args.table)
     write_study_report(
         study=load_study_params(args.params),

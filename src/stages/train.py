@@ -6,7 +6,6 @@ from pathlib import Path
 from tvs.cli import run_stage
 from tvs.config import ARMS, load_params, parse_override
 from tvs.io import check_output_paths
-from tvs.train.worker import train_arm
 
 
 def main() -> None:
@@ -26,6 +25,9 @@ def main() -> None:
     args = parser.parse_args()
     check_output_paths(out=args.out, live=args.live)
     params = load_params(args.params, overrides=dict(parse_override(item) for item in args.set))
+    # torch and the package's heavy modules load after the checks, so that --help and bad params answer at once
+    from tvs.train.worker import train_arm
+
     train_arm(
         arm=args.arm, data_dir=args.data, out=args.out, params=params, live_dir=args.live, min_steps=args.min_steps
     )

@@ -13,7 +13,7 @@ import dataclasses
 import os
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -247,6 +247,10 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
         under = f" under {where}" if prefix else ""
         raise ConfigError(f"unknown key '{prefix}{unknown[0]}'{more}; valid keys{under}: {', '.join(fields)}")
+    required = [f for f in fields.values() if f.default is MISSING and f.default_factory is MISSING]
+    absent = [f.name for f in required if f.name not in raw]
+    if absent:
+        raise ConfigError(f"missing key '{prefix}{absent[0]}'; it has no default and must be given")
     kwargs = {}
     for name, value in raw.items():
         if cls is Params and name in ARMS:

@@ -92,9 +92,9 @@ def _cpu_has_fast_bf16() -> bool:
     """True where the CPU has bf16 dot-product instructions (AVX512-BF16 or AMX).
 
     Without them oneDNN emulates bf16, and training got slower than fp32, not faster: with
-    oneDNN held to AVX2 (``ONEDNN_MAX_CPU_ISA=AVX2``), EfficientNet-Lite0 trained ~8x slower in
-    bf16 than in fp32, and ~1.3x slower with AVX-512 but no BF16 (the ``isa`` section of
-    ``benchmarks``). Merely having oneDNN, the old rule, picked bf16 on every x86 CPU.
+    oneDNN held to AVX2 (``ONEDNN_MAX_CPU_ISA=AVX2``), EfficientNet-Lite0 trained ~14x slower in
+    bf16 than in fp32, and ~2.3x slower with AVX-512 but no BF16 (the instruction-set rows of
+    docs/performance.md). Merely having oneDNN, the old rule, picked bf16 on every x86 CPU.
     """
     if not torch.backends.mkldnn.is_available():
         return False
