@@ -22,6 +22,7 @@ $(STAMP): requirements.lock pyproject.toml
 # The embedded default dataset (ELPV from PyPI), exported byte-for-byte; data/raw.dvc pins its hash.
 data/raw: | $(STAMP)
 	$(BIN)/python -m tvs.elpv data/raw
+	$(BIN)/python -m tvs.data.scan data/raw
 	$(BIN)/dvc commit --force --quiet data/raw.dvc
 
 data: data/raw

@@ -88,7 +88,7 @@ def test_evaluate_reports_what_diverged_for_every_combination(
     verdict = (out / "verdict.md").read_text()
     diverged = [arm for arm, epoch in (("pretrained", pretrained), ("scratch", scratch)) if epoch]
     assert f"**No verdict**: {' and '.join(f'the {arm} arm' for arm in diverged)} diverged" in verdict
-    for arm, epoch in (("pretrained", pretrained), ("scratch", scratch)):
+    for epoch in (pretrained, scratch):
         if epoch:
             assert f"diverged in epoch {epoch}; scored with" in verdict
     assert (out / "curve.png").read_bytes().startswith(b"\x89PNG")
@@ -140,8 +140,8 @@ def test_weights_with_nan_values_are_refused_naming_the_file(tmp_path: Path, mon
     with pytest.raises(WeightsError) as err:
         load_pretrained_state("resnet18", "weights/nan.safetensors")
     assert str(err.value) == (
-        "model.weights: weights/nan.safetensors: 1 tensor(s) hold NaN or infinite values (first: layer1.0.conv1.weight);"
-        " these weights cannot be trained from: use an intact copy"
+        "model.weights: weights/nan.safetensors: 1 tensor(s) hold NaN or infinite values "
+        "(first: layer1.0.conv1.weight); these weights cannot be trained from: use an intact copy"
     )
 
 

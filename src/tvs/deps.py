@@ -56,9 +56,6 @@ def import_closure(files: Iterable[Path], src: Path = SRC) -> set[Path]:
     return seen
 
 
-def module_closure(module: str, src: Path = SRC) -> list[Path]:
-    """The files of ``module`` and everything it imports from the package, sorted."""
-    start = module_file(module, src)
-    if start is None:
-        raise ModuleNotFoundError(f"{module}: not in {src}")
-    return sorted(import_closure([start], src) | {start})
+def stage_code(script: Path, src: Path = SRC) -> list[Path]:
+    """A stage script and every package file it imports, sorted: its code deps in ``dvc.yaml``."""
+    return sorted(import_closure([script], src) | {Path(script)})

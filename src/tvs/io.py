@@ -1,9 +1,10 @@
-"""Atomic file output (a kill at any moment leaves either the old file or the new one), and the
-check that a stage writes only where its ``dvc.yaml`` declares outputs."""
+"""Atomic file output (a kill, Ctrl-C or a full disk at any moment leaves either the old file or
+the new one), and the check that a stage writes only where its ``dvc.yaml`` declares outputs."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -15,17 +16,25 @@ import yaml
 
 from tvs.errors import UnsafePathError
 
+# A full disk or an exhausted quota: reported as one line naming the file (tvs.cli), not as a library's error.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` when the block succeeds.
 
     The temporary file lives in the same directory so the final ``os.replace`` is atomic on
-    POSIX. On error it is removed and ``path`` is left untouched.
+    POSIX. On error it is removed and ``path`` is left untouched. A full disk, whether the block's
+    writes or the final ``fsync`` find it, raises an ``OSError`` naming ``path`` (not the temporary).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        _raise_if_disk_full(err, path)
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -34,14 +43,35 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.fsync(handle.fileno())
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
         os.replace(tmp_path, path)
+    except OSError as err:
+        _raise_if_disk_full(err, path)
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _raise_if_disk_full(err: OSError, path: Path) -> None:
+    """Raise a full-disk ``err`` again as an ``OSError`` naming ``path``; return for any other error."""
+    if err.errno in DISK_FULL:
+        raise OSError(err.errno, os.strerror(err.errno), str(path)) from None
 
 
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def write_bytes(path: str | Path, data: bytes | memoryview) -> None:
+    """Write ``data`` to ``path`` atomically.
+
+    Callers serialise in memory first (``safetensors.torch.save``, ``torch.save`` into a buffer),
+    so that the only writer that meets the disk is this one: a full disk is then an ``OSError``
+    naming the file, never a library's own error (torch's ``PytorchStreamWriter failed writing
+    file data/0``, safetensors' ``IoError``).
+    """
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -70,25 +100,33 @@ DVC_YAML = "dvc.yaml"
 
 
 def output_roots(dvc_yaml: str | Path = DVC_YAML) -> tuple[str, ...]:
-    """The top-level folders of every output ``dvc_yaml``'s stages declare (outs, metrics, plots).
+    """The folders ``dvc_yaml``'s stages declare outputs in (outs, metrics, plots).
 
     ``dvc.yaml`` is the one list of where stages write; the check below reads it rather than
-    restating it. DVC runs a stage in the folder of its ``dvc.yaml``, so the default is the one
-    in the working directory.
+    restating it. A folder output is a root itself (``data/prepared``), a file output gives its
+    folder (``metrics/prepare.json``: ``metrics``), and a templated one the part before the
+    template (``models/${item.fraction}-...``: ``models``). DVC runs a stage in the folder of its
+    ``dvc.yaml``, so the default is the one in the working directory.
     """
     path = Path(dvc_yaml)
     try:
         stages = (yaml.safe_load(path.read_text()) or {}).get("stages", {})
     except FileNotFoundError:
         raise UnsafePathError(
-            f"{path}: not found in {Path.cwd()}; stages run through DVC (`dvc repro`), in the folder of their dvc.yaml"
+            f"{path}: not found; stages run through DVC (`dvc repro`), in the folder of their dvc.yaml"
         ) from None
     roots = set()
     for stage in stages.values():
         for key in ("outs", "metrics", "plots"):
             for entry in stage.get(key, []):
-                out = next(iter(entry)) if isinstance(entry, dict) else entry
-                roots.add(Path(out).parts[0])
+                parts = Path(next(iter(entry)) if isinstance(entry, dict) else entry).parts
+                templated = [i for i, part in enumerate(parts) if "${" in part]
+                if templated:
+                    parts = parts[: templated[0]]
+                elif Path(parts[-1]).suffix:
+                    parts = parts[:-1]
+                if parts:
+                    roots.add(Path(*parts).as_posix())
     return tuple(sorted(roots))
 
 

@@ -30,8 +30,8 @@ def split_indices(
 
     Every class gets at least one validation and one test image and keeps at least one for
     training; a class too small for that raises :class:`DataError` naming it. Items sharing a
-    non-empty ``groups`` value (identical images: their sha1) always land in the same split, so
-    a duplicate cannot leak from training into validation or test.
+    non-empty ``groups`` value (identical images: the sha1 of their decoded pixels) always land
+    in the same split, so a duplicate cannot leak from training into validation or test.
     """
     labels = list(labels)
     keys = [g or f"#{i}" for i, g in enumerate(groups)] if groups is not None else [f"#{i}" for i in range(len(labels))]
@@ -100,14 +100,22 @@ def training_sizes(manifest: pd.DataFrame, fraction: float) -> tuple[int, float]
     return n, n / manifest["class"].nunique()
 
 
-def make_manifest(table: pd.DataFrame, config: DataConfig, seed: int) -> pd.DataFrame:
-    """Add the ``split`` column to a (path, class, sha1) table; copies of one image (same sha1) share a split.
+def make_manifest(
+    table: pd.DataFrame, config: DataConfig, seed: int, groups: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Add the ``split`` column to a (path, class, sha1) table; copies of one image share a split.
 
+    Copies are the rows sharing a ``groups`` value (``prepare`` passes the sha1 of each decoded
+    image, so a re-encoded copy counts too), or by default the same ``sha1``.
     ``data.train_fraction`` is not applied here but by training (:func:`training_subset`), so
     changing it does not decode every image again.
     """
     manifest = table.copy()
     manifest["split"] = split_indices(
-        manifest["class"], config.val_fraction, config.test_fraction, seed, groups=manifest.get("sha1")
+        manifest["class"],
+        config.val_fraction,
+        config.test_fraction,
+        seed,
+        groups=list(groups) if groups is not None else manifest.get("sha1"),
     )
     return manifest

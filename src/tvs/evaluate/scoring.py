@@ -46,11 +46,16 @@ def divergence(meta: dict[str, Any]) -> dict[str, int]:
 
 
 def guard_comparison(comparison: dict[str, Any], results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """If an arm diverged, its numbers are not a fair comparison: the differences become null."""
+    """If an arm diverged, its numbers are not a fair comparison: the differences become null.
+
+    What diverged stays visible: ``diverged`` (1/0) and each arm's ``<arm>_diverged_epoch`` (0: it
+    finished).
+    """
     diverged = sorted(arm for arm, metrics in results.items() if metrics.get("diverged"))
     if diverged:
-        log.warning("%s diverged: comparison.json holds no differences (null), only the flag", ", ".join(diverged))
-    return {**{k: None if diverged else v for k, v in comparison.items()}, "diverged": int(bool(diverged))}
+        log.warning("%s diverged: comparison.json holds no differences (null), only the flags", ", ".join(diverged))
+    epochs = {f"{arm}_diverged_epoch": int(metrics.get("diverged_epoch") or 0) for arm, metrics in results.items()}
+    return {**{k: None if diverged else v for k, v in comparison.items()}, "diverged": int(bool(diverged)), **epochs}
 
 
 def evaluate_arms(
@@ -89,9 +94,13 @@ def evaluate_arms(
         write_json(metrics_dir / f"{arm}.json", results[arm])
         log.info("%s: %s | confusion %s", arm, results[arm], confusion(probs, labels).tolist())
     if {"pretrained", "scratch"} <= results.keys():
-        comparison = compare(results["pretrained"], results["scratch"])
         histories = {arm: meta["history"] for arm, meta in metas.items()}
-        comparison = guard_comparison({**comparison, **pair_evidence(correct, histories, evidence)}, results)
+        if any(r["diverged"] for r in results.values()):  # no fair evidence to compute (maybe no history at all)
+            evidence_part = {"significance": None, "time_to_accuracy": None}
+        else:
+            evidence_part = pair_evidence(correct, histories, evidence)
+        comparison = {**compare(results["pretrained"], results["scratch"]), **evidence_part}
+        comparison = guard_comparison(comparison, results)
         write_json(metrics_dir / "comparison.json", comparison)
         if verdict is not None:
             write_pair_report(

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
-from tvs.io import atomic_path, read_json, write_json
+from tvs.io import read_json, write_bytes, write_json
 from tvs.models.archs import build_model
 
 WEIGHTS = "model.safetensors"
@@ -28,10 +28,15 @@ def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_state(folder: str | Path, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Write the weights ``state``, then the sidecar, each atomically."""
+    """Write the weights ``state``, then the sidecar, each atomically.
+
+    The weights are serialised in memory and written by :func:`tvs.io.write_bytes`, so a full disk
+    is one error naming the file. No safetensors metadata: its keys are written in hash order,
+    which changes from one call to the next, so identical weights would give different bytes (and
+    DVC hashes); ``meta.json`` describes the weights instead.
+    """
     folder = Path(folder)
-    with atomic_path(folder / WEIGHTS) as tmp:
-        save_file(state, str(tmp), metadata={"arch": meta["arch"], "arm": meta["arm"]})
+    write_bytes(folder / WEIGHTS, save(state))
     write_json(folder / META, meta)
 
 

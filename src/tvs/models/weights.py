@@ -117,13 +117,16 @@ def load_file(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file as load_safetensors
 
-        return load_safetensors(str(path))
+        try:
+            return load_safetensors(str(path))
+        except Exception as err:  # safetensors raises its own SafetensorError (or OSError) for a damaged file
+            raise WeightsError(f"model.weights: {path}: not a readable safetensors file ({err})") from None
     if path.suffix in (".pt", ".pth", ".bin"):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises UnpicklingError/RuntimeError for refused content
             raise WeightsError(
-                f"model.weights: {path}: refused or unreadable with weights_only=True ({_why_refused(err)})"
+                f"model.weights: {path}: refused or unreadable with weights_only=True ({why_refused(err)})"
             ) from None
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -132,11 +135,19 @@ def load_file(path: str | Path) -> dict[str, torch.Tensor]:
     raise WeightsError(f"model.weights: {path}: unsupported file type; use .safetensors, .pt or .pth")
 
 
-def _why_refused(err: Exception) -> str:
-    """The line of torch's message that says why; not its advice to retry with weights_only=False."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    why = next((line for line in lines if "WeightsUnpickler error" in line), lines[0] if lines else repr(err))
-    return why.split(" Please use")[0]
+def why_refused(err: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in torch's words, without its advice.
+
+    torch wraps the reason (``Trying to load unsupported GLOBAL posix.system ...``, ``Unsupported
+    global: GLOBAL getattr ...``, a damaged zip) in advice to rerun with ``weights_only=False`` or
+    to allowlist the global: both would run the file's code, so neither is repeated.
+    """
+    reasons = []
+    for line in str(err).splitlines():
+        line = line.rpartition("WeightsUnpickler error:")[2].split(" Please use `torch.serialization")[0].strip()
+        if line and "weights_only" not in line and "Weights only load failed" not in line:
+            reasons.append(line)
+    return " ".join(reasons) or type(err).__name__
 
 
 def load_torchvision(arch: str, name: str) -> dict[str, torch.Tensor]:
@@ -155,8 +166,19 @@ def load_torchvision(arch: str, name: str) -> dict[str, torch.Tensor]:
         ) from None
 
 
+def check_finite(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """``state`` if every floating-point tensor is finite; NaN or infinite weights cannot be fine-tuned."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise WeightsError(
+            f"model.weights: {source}: {len(bad)} tensor(s) hold NaN or infinite values (first: {bad[0]}); "
+            "these weights cannot be trained from: use an intact copy"
+        )
+    return state
+
+
 def load_pretrained_state(arch: str, source: str) -> dict[str, torch.Tensor]:
-    """The state dict named by ``model.weights``, in ``arch``'s key layout (ImageNet head included).
+    """The state dict named by ``model.weights``, in ``arch``'s key layout (ImageNet head included), all finite.
 
     Args:
         arch: ``model.arch``.
@@ -167,16 +189,15 @@ def load_pretrained_state(arch: str, source: str) -> dict[str, torch.Tensor]:
         if arch != "tf_efficientnet_lite0":
             raise WeightsError(f"model.weights: {source} only fits model.arch tf_efficientnet_lite0, not {arch}")
         imagenet_model = build_model(arch, num_classes=1000)  # the layout and shapes to convert into
-        return convert_lite0(
-            torch.load(lite0_package_file(), map_location="cpu", weights_only=True), imagenet_model.state_dict()
-        )
+        package = torch.load(lite0_package_file(), map_location="cpu", weights_only=True)
+        return check_finite(convert_lite0(package, imagenet_model.state_dict()), source)
     if source in ("IMAGENET1K_V1", "IMAGENET1K_V2", "DEFAULT"):
         if source not in spec.weights:
             raise WeightsError(
                 f"model.weights: {source} does not fit {arch}; valid names: {', '.join(spec.weights)}, or a file"
             )
-        return load_torchvision(arch, source)
-    return load_file(source)
+        return check_finite(load_torchvision(arch, source), source)
+    return check_finite(load_file(source), source)
 
 
 @torch.no_grad()

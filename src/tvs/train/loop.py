@@ -140,12 +140,14 @@ def fit(
     runtime: Runtime,
     books: Bookkeeping,
     generator: torch.Generator | None = None,
+    model: nn.Module | None = None,
 ) -> FitResult:
     """Train arm ``arm_name`` on ``data``'s train split; keep the best epoch by validation accuracy.
 
     ``books`` writes the best checkpoint each time it improves, the DVCLive curves and the resume
     state, and continues a run interrupted earlier. If the loss becomes non-finite the arm
     stops: the checkpoint keeps the best epoch so far (or the initial weights), flagged as diverged.
+    ``model`` is the arm's initial network when the caller built it already (:func:`init_model`).
     """
     arm, cfg = params.arm(arm_name), params.train
     spec = arch_spec(params.model.arch)
@@ -154,7 +156,7 @@ def fit(
     check_batch_size(cfg.batch_size, len(train_rows))
     generator = generator or torch.Generator().manual_seed(params.seed)
 
-    model = init_model(params, arm, len(data.classes)).to(runtime.device)
+    model = (model if model is not None else init_model(params, arm, len(data.classes))).to(runtime.device)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     net = wrap_model(model, runtime, compile=cfg.compile)

@@ -16,22 +16,26 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from tvs.config import Params, to_dict
-from tvs.deps import module_closure
-from tvs.io import atomic_path, remove_stale_temps
+from tvs.deps import SRC, stage_code
+from tvs.errors import UnsafePathError
+from tvs.io import remove_stale_temps, write_bytes, write_text
+from tvs.models.weights import why_refused
 
 log = logging.getLogger(__name__)
 
 STATE = "state.pt"
 FORMAT = 1
-TRAINING_MODULE = "tvs.train.worker"  # the training stage's entry into the package
+TRAINING_STAGE = SRC / "stages" / "train.py"  # its code deps in dvc.yaml: the script and what it imports
 
 
 @dataclass(frozen=True)
@@ -43,9 +47,23 @@ class ResumeSpec:
 
 
 def default_resume_dir(out: str | Path) -> Path:
-    """``models/.resume/pretrained`` for the output ``models/pretrained``."""
+    """``models/.resume/pretrained`` for the output ``models/pretrained``: beside it, in its output folder.
+
+    Not inside ``out``, which DVC deletes before it reruns the stage. An ``out`` directly in the
+    project folder (the working directory, where DVC runs the stage) is refused: its state would
+    land in the project root (``--out models``: ``.resume/models``), outside every output folder.
+
+    Raises:
+        UnsafePathError: naming ``--out`` and where the state would have gone.
+    """
     out = Path(out)
-    return out.parent / ".resume" / out.name
+    folder = out.parent / ".resume" / out.name
+    if Path(os.path.abspath(out)).parent == Path(os.getcwd()):
+        raise UnsafePathError(
+            f"--out {out}: training keeps its resume state beside its output folder, here {folder} in the "
+            f"project root, outside the output folders; name a folder inside an output folder, e.g. {out}/<name>"
+        )
+    return folder
 
 
 def fingerprint(params: Params, arm: str, manifest: Path) -> str:
@@ -53,19 +71,23 @@ def fingerprint(params: Params, arm: str, manifest: Path) -> str:
     digest = hashlib.sha256(json.dumps({"arm": arm, "params": to_dict(params)}, sort_keys=True).encode())
     digest.update(torch.__version__.encode())
     digest.update(Path(manifest).read_bytes())  # lists every image's sha1 and split
-    for path in module_closure(TRAINING_MODULE):  # the code dvc.yaml declares for the training stages
+    for path in stage_code(TRAINING_STAGE):  # the code dvc.yaml declares for the training stages
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
 def save_state(spec: ResumeSpec, state: dict[str, Any]) -> None:
-    """Atomically replace the saved state; ``state`` holds tensors and plain values only."""
-    spec.folder.mkdir(parents=True, exist_ok=True)
+    """Atomically replace the saved state; ``state`` holds tensors and plain values only.
+
+    Serialised in memory, then written by :func:`tvs.io.write_bytes`: a full disk is one error
+    naming the file, not torch's ``PytorchStreamWriter failed writing file``.
+    """
     ignore = spec.folder.parent / ".gitignore"
     if not ignore.exists():  # like .pytest_cache: the folder keeps itself out of git
-        ignore.write_text("# resume state of interrupted training stages; see docs/reliability.md\n*\n")
-    with atomic_path(spec.folder / STATE) as tmp:
-        torch.save({"format": FORMAT, "fingerprint": spec.fingerprint, **state}, tmp)
+        write_text(ignore, "# resume state of interrupted training stages; see docs/reliability.md\n*\n")
+    buffer = BytesIO()
+    torch.save({"format": FORMAT, "fingerprint": spec.fingerprint, **state}, buffer)
+    write_bytes(spec.folder / STATE, buffer.getbuffer())
 
 
 def load_state(spec: ResumeSpec) -> dict[str, Any] | None:
@@ -77,7 +99,7 @@ def load_state(spec: ResumeSpec) -> dict[str, Any] | None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or tampered file: start afresh rather than trust it
-        log.warning("%s: unreadable (%s); starting from epoch 1", path, (str(err).splitlines() or [repr(err)])[0])
+        log.warning("%s: unreadable (%s); starting from epoch 1", path, why_refused(err))
         return None
     if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("fingerprint") != spec.fingerprint:
         log.warning("%s: saved for other params, data or code; starting from epoch 1", path)

@@ -14,6 +14,7 @@ from tvs.config import Params, TrainConfig, to_dict
 from tvs.data.prepared import MANIFEST, PreparedData, load_prepared
 from tvs.data.split import training_subset
 from tvs.models.archs import arch_spec
+from tvs.models.weights import init_model
 from tvs.train.bookkeeping import Bookkeeping, FitResult
 from tvs.train.loop import check_batch_size, fit
 from tvs.train.resume import ResumeSpec, default_resume_dir, fingerprint
@@ -67,6 +68,7 @@ def train_arm(
     state is kept beside ``out`` (see :mod:`tvs.train.resume`), and used again only with the same
     params, data and code.
     """
+    arch_spec(params.model.arch)  # an unknown arch stops here, before anything is written
     data = training_subset(load_prepared(data_dir), params.data.train_fraction, params.seed)
     train_images = len(data.split("train")[0])
     check_batch_size(params.train.batch_size, train_images)  # before any work starts
@@ -80,11 +82,13 @@ def train_arm(
     runtime = make_runtime(params.train)
     generator = seed_everything(params.seed)
     resume = ResumeSpec(default_resume_dir(out), fingerprint(params, arm, Path(data_dir) / MANIFEST))
+    # The weights are read (and refused) here, before DVCLive makes its folder: a bad file writes nothing.
+    model = init_model(params, params.arm(arm), len(data.classes))
     with open_live(live_dir, runtime.is_main) as live:
         books = Bookkeeping(
             out, lambda result: checkpoint_meta(params, arm, data, result), runtime.is_main, live, resume
         )
-        result = fit(params, arm, data, runtime, books, generator=generator)
+        result = fit(params, arm, data, runtime, books, generator=generator, model=model)
     if result.diverged_epoch:
         log.warning("%s: diverged at epoch %d; evaluate will report it as diverged", arm, result.diverged_epoch)
     if result.best_epoch:

@@ -70,12 +70,7 @@ def pair_verdict(
 ) -> str:
     """The main pipeline's ``verdict.md``: the measured table, the recommendation, its rule, the plot."""
     if comparison.get("significance") is None:  # an arm diverged: evaluation voided the comparison
-        diverged = ", ".join(arm for arm, m in metrics.items() if m.get("diverged")) or "an"
-        return (
-            "# Verdict: fine-tune or train from scratch?\n\n"
-            f"**No verdict**: the {diverged} arm diverged (its loss became NaN or infinite), so its numbers "
-            "are not a fair comparison. Lower `lr` (or that arm's `lr_mult`) and rerun.\n"
-        )
+        return diverged_verdict(metrics, curve_png)
     sig, tta = comparison["significance"], comparison["time_to_accuracy"]
     pre, scr = metrics["pretrained"], metrics["scratch"]
     _, line = pair_recommendation(comparison, settings)
@@ -122,6 +117,32 @@ def pair_verdict(
     return "\n\n".join(parts) + "\n"
 
 
+def diverged_verdict(metrics: Mapping[str, Mapping[str, Any]], curve_png: str | None) -> str:
+    """The verdict page when an arm diverged: what diverged, when, and what each arm still scored."""
+    diverged = [arm for arm, m in metrics.items() if m.get("diverged")]
+    which = " and ".join(f"the {arm} arm" for arm in diverged)
+    verb = "diverge" if len(diverged) > 1 else "diverges"
+    rows = [("", *metrics), ("Outcome", *(_outcome(m) for m in metrics.values()))]
+    rows.append(("Test accuracy of the weights kept", *(pct(m["accuracy"]) for m in metrics.values())))
+    parts = [
+        "# Verdict: fine-tune or train from scratch?",
+        f"**No verdict**: {which} diverged (the training loss became NaN, infinite or exploded), so the "
+        "numbers are not a fair comparison and `metrics/comparison.json` holds no differences. Lower `lr` "
+        f"(or the arm's `lr_mult`) until neither arm {verb}, and rerun.",
+        markdown_table(rows),
+    ]
+    if curve_png:
+        parts.append(f"![Validation accuracy against wall seconds of training, both arms]({curve_png})")
+    return "\n\n".join(parts) + "\n"
+
+
+def _outcome(metrics: Mapping[str, Any]) -> str:
+    if not metrics.get("diverged"):
+        return f"finished, best epoch {metrics['best_epoch']}"
+    kept = f"epoch {metrics['best_epoch']}'s weights" if metrics["best_epoch"] else "its initial weights"
+    return f"diverged in epoch {metrics['diverged_epoch']}; scored with {kept}"
+
+
 def write_pair_report(
     *,
     verdict_path: Path,
@@ -136,6 +157,8 @@ def write_pair_report(
     """Draw the time-to-accuracy plot and write the verdict that embeds it (by a relative link)."""
     link = None
     if curve_path is not None:
-        plot_val_curves(histories, target_accuracy(histories, settings.target_fraction), curve_path)
+        has_epochs = any(histories.values())
+        target = target_accuracy(histories, settings.target_fraction) if has_epochs else None
+        plot_val_curves(histories, target, curve_path)
         link = Path(os.path.relpath(curve_path, Path(verdict_path).parent)).as_posix()
     write_text(verdict_path, pair_verdict(metrics, comparison, settings, train_images, classes, link))

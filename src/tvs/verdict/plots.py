@@ -20,15 +20,21 @@ def save_figure(fig: Figure, path: str | Path) -> None:
         fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
 
 
-def plot_val_curves(histories: Mapping[str, Sequence[Mapping[str, float]]], target: float, path: str | Path) -> None:
-    """Validation accuracy against wall seconds of training, both arms, with the target as a line."""
+def plot_val_curves(
+    histories: Mapping[str, Sequence[Mapping[str, float]]], target: float | None, path: str | Path
+) -> None:
+    """Validation accuracy against wall seconds of training, both arms, with the target (if any) as a line.
+
+    An arm with no completed epoch (it diverged in the first) is named in the legend with no points.
+    """
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")
     ax = fig.subplots()
     for arm, history in histories.items():
         seconds = [row["elapsed_seconds"] for row in history]
         accuracy = [row["val_accuracy"] for row in history]
         ax.plot(seconds, accuracy, marker="o", color=COLOURS.get(arm), label=LABELS.get(arm, arm))
-    ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target:.1%}")
+    if target is not None:
+        ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target:.1%}")
     ax.set_xlabel("wall seconds of training (one marker per epoch)")
     ax.set_ylabel("validation accuracy")
     ax.set_title("Time to accuracy")
