@@ -130,9 +130,7 @@ def output_roots(dvc_yaml: str | Path = DVC_YAML) -> tuple[str, ...]:
     return tuple(sorted(roots))
 
 
-def check_output_path(
-    path: str | Path, flag: str, root: str | Path | None = None, roots: tuple[str, ...] | None = None
-) -> Path:
+def check_output_path(path: str | Path, flag: str, root: str | Path | None = None) -> Path:
     """Return ``path`` if it lies under one of the :func:`output_roots` of ``root`` (default: cwd).
 
     The check is lexical: ``..`` is collapsed but symlinks are not followed, so a user may point
@@ -142,7 +140,7 @@ def check_output_path(
         UnsafePathError: naming ``flag`` (the command-line option) and the allowed folders.
     """
     base = Path(os.path.abspath(root if root is not None else Path.cwd()))
-    tops = roots if roots is not None else output_roots(base / DVC_YAML)
+    tops = output_roots(base / DVC_YAML)
     full = Path(os.path.abspath(base / path))
     if any(full == base / top or (base / top) in full.parents for top in tops):
         return Path(path)
@@ -152,10 +150,9 @@ def check_output_path(
 
 def check_output_paths(**paths: str | Path | None) -> None:
     """:func:`check_output_path` for each ``flag_name=path`` (``eval_dir`` names ``--eval-dir``); skips ``None``."""
-    roots = output_roots()  # dvc.yaml is read once for all the flags
     for name, path in paths.items():
         if path is not None:
-            check_output_path(path, "--" + name.replace("_", "-"), roots=roots)
+            check_output_path(path, "--" + name.replace("_", "-"))
 
 
 def remove_stale_temps(folder: str | Path) -> list[Path]:

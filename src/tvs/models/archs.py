@@ -104,3 +104,7 @@ def set_backbone_trainable(model: nn.Module, arch: str, trainable: bool) -> None
     prefix = head_prefix(arch)
     for name, param in model.named_parameters():
         param.requires_grad_(trainable or name.startswith(prefix))
+
+
+def num_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

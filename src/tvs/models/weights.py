@@ -23,7 +23,7 @@ from urllib.error import URLError
 import torch
 from torch import nn
 
-from tvs.config import WEIGHTS_SUFFIXES, ArmConfig, Params
+from tvs.config import ArmConfig, Params
 from tvs.errors import WeightsError
 from tvs.models.archs import arch_spec, build_model, head_prefix
 
@@ -121,7 +121,7 @@ def load_file(path: str | Path) -> dict[str, torch.Tensor]:
             return load_safetensors(str(path))
         except Exception as err:  # safetensors raises its own SafetensorError (or OSError) for a damaged file
             raise WeightsError(f"model.weights: {path}: not a readable safetensors file ({err})") from None
-    if path.suffix in WEIGHTS_SUFFIXES:  # the pickle formats: .safetensors was handled above
+    if path.suffix in (".pt", ".pth", ".bin"):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises UnpicklingError/RuntimeError for refused content
