@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tvs.config import ARMS, ConfigError, Params, is_weights_file, load_params, parse_override
-from tvs.models.archs import arch_spec
+from tvs.config import ARMS, ConfigError, Params, load_params, parse_override
+from tvs.models.weights import load_pretrained
 
 from .conftest import PROJECT, write_params
 
@@ -42,8 +42,7 @@ def test_the_projects_params_file_is_valid_and_states_every_key_the_code_reads()
     params = load_params(PROJECT / "params.yaml")
     assert dotted_keys(yaml.safe_load((PROJECT / "params.yaml").read_text())) == dotted_fields(Params)
     assert [params.arm(arm).init for arm in ARMS] == list(ARMS)  # each arm starts as its name says
-    spec = arch_spec(params.model.arch)  # an arch the registry builds
-    assert params.model.weights in spec.weights or is_weights_file(params.model.weights)
+    assert load_pretrained(params.model.arch, params.model.weights).state  # the weights fit the arch, offline
 
 
 def test_missing_keys_take_defaults_and_ints_are_accepted_as_floats(tmp_path: Path):
@@ -77,10 +76,10 @@ def test_parse_override_reads_the_value_as_yaml():
     ("content", "message"),
     [
         ({"learning_rate": 0.1}, "unknown key 'learning_rate'; valid keys: seed, lr, data, train, model, pretrained, "
-                                 "scratch"),
+                                 "scratch, evaluate"),
         ({"train": {"epochz": 3}}, "unknown key 'train.epochz'; valid keys under train: epochs, batch_size, "
                                    "weight_decay, label_smoothing, warmup_epochs, precision, channels_last, compile, "
-                                   "augment, num_threads, device"),
+                                   "augment, num_threads, device, optimizer, momentum, nesterov, nproc"),
         ({"lr": -0.1}, "lr: must be > 0"),
         ({"lr": "fast"}, "lr: expected float, got str 'fast'"),
         ({"train": {"epochs": 0}}, "train.epochs: must be at least 1"),

@@ -20,7 +20,7 @@ from tvs.errors import WeightsError
 from tvs.evaluate.scoring import evaluate_arms
 from tvs.models.archs import build_model
 from tvs.models.checkpoint import save_checkpoint
-from tvs.models.weights import load_pretrained_state
+from tvs.models.weights import load_pretrained
 
 from .conftest import PROJECT, write_params
 
@@ -138,7 +138,7 @@ def test_weights_with_nan_values_are_refused_naming_the_file(tmp_path: Path, mon
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "weights" / "nan.safetensors"))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(WeightsError) as err:
-        load_pretrained_state("resnet18", "weights/nan.safetensors")
+        load_pretrained("resnet18", "weights/nan.safetensors")
     assert str(err.value) == (
         "model.weights: weights/nan.safetensors: 1 tensor(s) hold NaN or infinite values "
         "(first: layer1.0.conv1.weight); these weights cannot be trained from: use an intact copy"
@@ -149,4 +149,4 @@ def test_a_corrupt_safetensors_file_is_one_clear_error(tmp_path: Path):
     bad = tmp_path / "cut.safetensors"
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     with pytest.raises(WeightsError, match=r"^model\.weights: .*cut\.safetensors: not a readable safetensors file"):
-        load_pretrained_state("resnet18", str(bad))
+        load_pretrained("resnet18", str(bad))

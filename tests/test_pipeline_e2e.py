@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import save_file
 
-from tvs.models.weights import LITE0_PACKAGE, load_pretrained_state
+from tvs.models.weights import LITE0_PACKAGE, load_pretrained
 
 from .conftest import dvc, make_image, ran_stages, run_ok
 
@@ -80,7 +80,7 @@ def test_6_changing_the_data_reruns_everything(repo: Path):
 
 def test_7_a_file_under_weights_makes_only_train_pretrained_stale(repo: Path):
     # Where model.weights may name a local file: replacing one must rerun the pretrained arm.
-    state = load_pretrained_state("tf_efficientnet_lite0", LITE0_PACKAGE)
+    state = load_pretrained("tf_efficientnet_lite0", LITE0_PACKAGE).state
     save_file({k: v.contiguous() for k, v in state.items()}, repo / "weights" / "lite0.safetensors")
     assert set(json.loads(dvc(repo, "status", "--json"))) == {"train_pretrained"}
     (repo / "weights" / "lite0.safetensors").unlink()

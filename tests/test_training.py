@@ -150,10 +150,11 @@ def test_freeze_epochs_train_only_the_head_then_the_whole_network(prepared, tmp_
             write_params(tmp_path / f"f{freeze}.yaml", train={"epochs": 2}, pretrained={"freeze_epochs": freeze})
         )
         seed_everything(params.seed)
-        start = dict(init_model(params, params.pretrained, 2).named_parameters())  # what fit starts from
+        start = dict(init_model(params, params.pretrained, 2).model.named_parameters())  # what fit starts from
         books = EpochParameters(tmp_path / f"m{freeze}", lambda r, p=params: checkpoint_meta(p, "pretrained", data, r))
         fit(params, "pretrained", data, make_runtime(params.train), books, generator=seed_everything(params.seed))
-        runs[freeze] = [changed(start, epoch, head_prefix(params.model.arch)) for epoch in books.epochs]
+        head = head_prefix(build_model(params.model.arch, 2))
+        runs[freeze] = [changed(start, epoch, head) for epoch in books.epochs]
     frozen, free = runs[1], runs[0]
     assert frozen[0] == {"head": ["classifier.weight", "classifier.bias"], "backbone": []}
     assert len(frozen[1]["backbone"]) > 100  # unfrozen in epoch 2
@@ -191,7 +192,7 @@ def test_training_trains_on_the_nested_subset_of_train_fraction_and_records_its_
     data = load_prepared(tmp_path / "prep")
     assert meta["train_images"] == 6 == training_sizes(data.manifest, 0.5)[0]
     assert meta["params"]["data"]["train_fraction"] == 0.5
-    assert "scratch: tf_efficientnet_lite0, 6 train / 6 val images, 2 classes, lr 0.003, cpu, fp32" in caplog.messages
+    assert "scratch: tf_efficientnet_lite0, 6 train / 6 val images, 2 classes, adamw lr 0.003, cpu, fp32" in caplog.messages
     rows, _ = training_subset(data, 0.5, half.seed).split("train")
     subset = sorted(key(image) for image in normalised(data.images[rows], half.model.arch))
     assert sorted(key(image) for batch in training_inputs for image in batch) == subset

@@ -14,7 +14,7 @@ from tvs.models.weights import (
     convert_lite0,
     lite0_package_file,
     load_file,
-    load_pretrained_state,
+    load_pretrained,
     transfer_weights,
 )
 
@@ -22,7 +22,7 @@ from tvs.models.weights import (
 @pytest.fixture(scope="module")
 def lite0_imagenet() -> torch.nn.Module:
     model = build_model("tf_efficientnet_lite0", 1000)
-    transfer_weights(model, "tf_efficientnet_lite0", load_pretrained_state("tf_efficientnet_lite0", LITE0_PACKAGE))
+    transfer_weights(model, load_pretrained("tf_efficientnet_lite0", LITE0_PACKAGE).state)
     return model.eval()
 
 
@@ -78,15 +78,15 @@ def test_a_random_model_does_not_recognise_the_daisy():
 
 def test_transfer_keeps_a_fresh_head_when_the_class_count_differs():
     model = build_model("tf_efficientnet_lite0", 2)
-    state = load_pretrained_state("tf_efficientnet_lite0", LITE0_PACKAGE)
-    reset = transfer_weights(model, "tf_efficientnet_lite0", state)
+    state = load_pretrained("tf_efficientnet_lite0", LITE0_PACKAGE).state
+    reset = transfer_weights(model, state)
     assert reset == ["classifier.weight", "classifier.bias"]
     assert torch.equal(model.state_dict()["conv_stem.weight"], state["conv_stem.weight"])
 
 
 def test_package_weights_refuse_another_arch():
     with pytest.raises(WeightsError, match="only fits model.arch tf_efficientnet_lite0, not resnet18"):
-        load_pretrained_state("resnet18", LITE0_PACKAGE)
+        load_pretrained("resnet18", LITE0_PACKAGE)
 
 
 def test_torchvision_weights_load_offline_from_a_seeded_hub_cache(tmp_path: Path, monkeypatch):
@@ -95,11 +95,11 @@ def test_torchvision_weights_load_offline_from_a_seeded_hub_cache(tmp_path: Path
     seeded = build_model("resnet18", 1000).state_dict()
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
     torch.save(seeded, tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth")  # the name torchvision looks for
-    state = load_pretrained_state("resnet18", "IMAGENET1K_V1")
+    state = load_pretrained("resnet18", "IMAGENET1K_V1").state
     assert state.keys() == seeded.keys()
     assert torch.equal(state["layer4.1.conv2.weight"], seeded["layer4.1.conv2.weight"])
     model = build_model("resnet18", 3)
-    assert transfer_weights(model, "resnet18", state) == ["fc.weight", "fc.bias"]
+    assert transfer_weights(model, state) == ["fc.weight", "fc.bias"]
 
 
 def test_torchvision_weights_offline_and_not_cached_say_how_to_fix_it(tmp_path: Path, monkeypatch):
@@ -111,12 +111,12 @@ def test_torchvision_weights_offline_and_not_cached_say_how_to_fix_it(tmp_path: 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     with pytest.raises(WeightsError, match=r"not in the torch hub cache .*resnet18-f37072fd\.pth.*Fix: run once"):
-        load_pretrained_state("resnet18", "IMAGENET1K_V1")
+        load_pretrained("resnet18", "IMAGENET1K_V1")
 
 
 def test_weights_names_must_fit_the_arch():
     with pytest.raises(WeightsError, match="IMAGENET1K_V2 does not fit resnet18"):
-        load_pretrained_state("resnet18", "IMAGENET1K_V2")
+        load_pretrained("resnet18", "IMAGENET1K_V2")
 
 
 def test_local_files_load_as_safetensors_or_weights_only_pickles(tmp_path: Path):
@@ -149,5 +149,5 @@ def test_a_malicious_pickle_is_refused_without_running_its_code(tmp_path: Path):
 
 def test_weights_that_do_not_fit_the_model_are_refused():
     model = build_model("tf_efficientnet_lite0", 2)
-    with pytest.raises(WeightsError, match=r"do not fit tf_efficientnet_lite0: \d+ missing"):
-        transfer_weights(model, "tf_efficientnet_lite0", build_model("resnet18", 2).state_dict())
+    with pytest.raises(WeightsError, match=r"do not fit EfficientNet: \d+ missing"):
+        transfer_weights(model, build_model("resnet18", 2).state_dict())

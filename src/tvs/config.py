@@ -25,6 +25,7 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 OnInvalid = Literal["error", "skip"]
 Augment = Literal["none", "flips", "dihedral"]
 Init = Literal["pretrained", "scratch"]
+Optimizer = Literal["adamw", "sgd"]
 ARMS = ("pretrained", "scratch")
 
 
@@ -65,9 +66,16 @@ class TrainConfig:
     augment: Augment = "flips"
     num_threads: int = 0
     device: str = "auto"
+    optimizer: Optimizer = "adamw"
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only
+    nproc: int = 1  # processes per training run, under torchrun when > 1
 
     def validate(self) -> None:
         check(self.epochs >= 1, "train.epochs", "must be at least 1")
+        check(0 <= self.momentum < 1, "train.momentum", "must be in [0, 1)")
+        check(not self.nesterov or self.momentum > 0, "train.nesterov", "needs train.momentum > 0")
+        check(self.nproc >= 1, "train.nproc", "must be at least 1")
         check(self.batch_size >= 1, "train.batch_size", "must be at least 1")
         check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
         check(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")
@@ -141,6 +149,20 @@ class ArmConfig:
 
 
 @dataclass(frozen=True)
+class EvaluateConfig:
+    """The statistics ``evaluate`` reports: confidence level, bootstrap resamples, the curves' target."""
+
+    confidence: float = 0.95
+    resamples: int = 10000
+    target_fraction: float = 0.95  # epochs to reach this share of an arm's best validation accuracy
+
+    def validate(self) -> None:
+        check(0.5 <= self.confidence < 1, "evaluate.confidence", "must be in [0.5, 1)")
+        check(self.resamples >= 100, "evaluate.resamples", "must be at least 100")
+        check(0 < self.target_fraction <= 1, "evaluate.target_fraction", "must be in (0, 1]")
+
+
+@dataclass(frozen=True)
 class Params:
     """Everything ``params.yaml`` holds, validated."""
 
@@ -151,12 +173,14 @@ class Params:
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrained: ArmConfig = field(default_factory=lambda: ArmConfig(init="pretrained"))
     scratch: ArmConfig = field(default_factory=lambda: ArmConfig(init="scratch"))
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     def validate(self) -> None:
         check(self.lr > 0, "lr", "must be > 0")
         check(0 <= self.seed < 2**32, "seed", "must be in [0, 2**32)")
         self.data.validate()
         self.train.validate()
+        self.evaluate.validate()
         self.model.validate()
         for name in ARMS:
             self.arm(name).validate(name)

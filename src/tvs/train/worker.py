@@ -14,7 +14,7 @@ from tvs.config import Params, TrainConfig, to_dict
 from tvs.data.prepared import MANIFEST, PreparedData, load_prepared
 from tvs.data.split import training_subset
 from tvs.models.archs import arch_spec
-from tvs.models.weights import init_model
+from tvs.models.weights import Initial, init_model, normalisation
 from tvs.train.bookkeeping import Bookkeeping, FitResult
 from tvs.train.loop import check_batch_size, fit
 from tvs.train.resume import ResumeSpec, default_resume_dir, fingerprint
@@ -33,19 +33,22 @@ def step_budget(train: TrainConfig, train_images: int, min_steps: int) -> TrainC
     return dataclasses.replace(train, epochs=epochs)
 
 
-def checkpoint_meta(params: Params, arm: str, data: PreparedData, result: FitResult) -> dict[str, Any]:
-    """The checkpoint's sidecar: what rebuilds the model, and how it was trained."""
-    spec = arch_spec(params.model.arch)
+def checkpoint_meta(
+    params: Params, arm: str, data: PreparedData, result: FitResult, initial: Initial | None = None
+) -> dict[str, Any]:
+    """The checkpoint's sidecar: what rebuilds the model (offline), where its weights came from, how it was trained."""
     init = params.arm(arm).init
+    mean, std = (initial.mean, initial.std) if initial else normalisation(params.model)
     return {
         "arm": arm,
         "arch": params.model.arch,
         "init": init,
         "weights": params.model.weights if init == "pretrained" else None,
+        "weights_source": initial.source if initial else None,
         "classes": data.classes,
         "image_size": int(data.images.shape[-1]),
-        "mean": list(spec.mean),
-        "std": list(spec.std),
+        "mean": list(mean),
+        "std": list(std),
         "train_images": int((data.manifest["split"] == "train").sum()),
         "best_epoch": result.best_epoch,
         "best_val_accuracy": result.best_val_accuracy,
@@ -83,12 +86,12 @@ def train_arm(
     generator = seed_everything(params.seed)
     resume = ResumeSpec(default_resume_dir(out), fingerprint(params, arm, Path(data_dir) / MANIFEST))
     # The weights are read (and refused) here, before DVCLive makes its folder: a bad file writes nothing.
-    model = init_model(params, params.arm(arm), len(data.classes))
+    initial = init_model(params, params.arm(arm), len(data.classes))
     with open_live(live_dir, runtime.is_main) as live:
         books = Bookkeeping(
-            out, lambda result: checkpoint_meta(params, arm, data, result), runtime.is_main, live, resume
+            out, lambda result: checkpoint_meta(params, arm, data, result, initial), runtime.is_main, live, resume
         )
-        result = fit(params, arm, data, runtime, books, generator=generator, model=model)
+        result = fit(params, arm, data, runtime, books, generator=generator, initial=initial)
     if result.diverged_epoch:
         log.warning("%s: diverged at epoch %d; evaluate will report it as diverged", arm, result.diverged_epoch)
     if result.best_epoch:
