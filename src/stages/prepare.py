@@ -1,11 +1,14 @@
 """DVC stage `prepare`: ImageFolder -> checked, split, manifest + uint8 tensor cache."""
 
 import argparse
+import sys
 from pathlib import Path
 
-from tvs.cli import run_stage
-from tvs.config import load_params
-from tvs.io import check_output_paths
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this working copy's package, not an installed one
+
+from tvs.cli import run_stage  # noqa: E402
+from tvs.config import load_params  # noqa: E402
+from tvs.io import check_output_paths  # noqa: E402
 
 
 def main() -> None:
