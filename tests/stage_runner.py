@@ -31,10 +31,10 @@ def train_cmd(arm: str) -> list[str]:
 
 
 def evaluate_cmd() -> list[str]:
-    """The evaluate stage's command line, on ``models/<arm>`` (without the verdict)."""
+    """The evaluate stage's command line, on ``models/<arm>`` (with fewer bootstrap resamples)."""
     return stage_cmd(
         "evaluate", "--data", "data/prepared", "--pretrained", "models/pretrained", "--scratch", "models/scratch",
-        "--metrics", "metrics", "--eval-dir", "eval", "--resamples", "200",
+        "--metrics", "metrics", "--eval-dir", "eval", "--set", "evaluate.resamples=200",
     )  # fmt: skip
 
 

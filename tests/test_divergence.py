@@ -18,9 +18,11 @@ from tvs.config import load_params
 from tvs.data.prepare import prepare_dataset
 from tvs.errors import WeightsError
 from tvs.evaluate.scoring import evaluate_arms
+from tvs.evaluate.stats import EvidenceSettings
 from tvs.models.archs import build_model
 from tvs.models.checkpoint import save_checkpoint
 from tvs.models.weights import load_pretrained
+from tvs.verdict.pair import write_verdict
 
 from .conftest import PROJECT, write_params
 
@@ -72,9 +74,10 @@ def test_evaluate_reports_what_diverged_for_every_combination(
     }
     out = tmp_path / "out"
 
-    evaluate_arms(
-        models=models, data_dir=prepared, metrics_dir=out, eval_dir=out / "eval",
-        verdict=out / "verdict.md", curve_plot=out / "curve.png",
+    evaluate_arms(models=models, data_dir=prepared, metrics_dir=out, eval_dir=out / "eval")
+    write_verdict(
+        metrics_dir=out, sidecars={arm: folder / "meta.json" for arm, folder in models.items()},
+        settings=EvidenceSettings(), verdict_path=out / "verdict.md", curve_path=out / "curve.png",
     )  # fmt: skip
 
     for arm, epoch in (("pretrained", pretrained), ("scratch", scratch)):
@@ -85,6 +88,7 @@ def test_evaluate_reports_what_diverged_for_every_combination(
     assert comparison["diverged"] == 1
     assert (comparison["pretrained_diverged_epoch"], comparison["scratch_diverged_epoch"]) == (pretrained, scratch)
     assert comparison["accuracy"] is None and comparison["significance"] is None
+    assert comparison["majority_accuracy"] == 0.5  # the baseline stays: it belongs to the test split
     verdict = (out / "verdict.md").read_text()
     diverged = [arm for arm, epoch in (("pretrained", pretrained), ("scratch", scratch)) if epoch]
     assert f"**No verdict**: {' and '.join(f'the {arm} arm' for arm in diverged)} diverged" in verdict
@@ -119,7 +123,12 @@ def test_the_readmes_divergence_example_ends_with_a_verdict(tmp_path: Path):
         assert proc.returncode == 0 and "training diverged" in proc.stderr, proc.stderr
     proc = run(
         "evaluate.py", "--data", "data/prepared", "--pretrained", "models/pretrained", "--scratch", "models/scratch",
-        "--metrics", "metrics", "--eval-dir", "eval", "--verdict", "reports/verdict.md",
+        "--metrics", "metrics", "--eval-dir", "eval",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    proc = run(
+        "verdict.py", "--metrics", "metrics", "--pretrained", "models/pretrained/meta.json",
+        "--scratch", "models/scratch/meta.json", "--verdict", "reports/verdict.md",
         "--curve-plot", "reports/val_accuracy.png",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -147,9 +147,9 @@ def test_replacing_a_local_weights_file_reruns_the_pretrained_arm_only(dvc_repo)
         save_file(build_model("resnet18", 1000).state_dict(), str(root / "weights" / "mine.safetensors"))
 
     write_weights(0)
-    assert ran_stages(dvc(root, "repro")) == {"prepare", "train_pretrained", "train_scratch", "evaluate"}
+    assert ran_stages(dvc(root, "repro")) == {"prepare", "train_pretrained", "train_scratch", "evaluate", "verdict"}
     assert ran_stages(dvc(root, "repro")) == set()
 
     write_weights(1)  # other weights, same file name
     assert "train_pretrained" in dvc(root, "status") and "modified:           weights" in dvc(root, "status")
-    assert ran_stages(dvc(root, "repro")) == {"train_pretrained", "evaluate"}
+    assert ran_stages(dvc(root, "repro")) == {"train_pretrained", "evaluate", "verdict"}

@@ -6,7 +6,15 @@ import warnings
 import numpy as np
 import pytest
 
-from tvs.evaluate.metrics import METRIC_KEYS, arm_metrics, classification_metrics, compare, confusion
+from tvs.evaluate.metrics import (
+    METRIC_KEYS,
+    arm_metrics,
+    baseline,
+    classification_metrics,
+    compare,
+    confusion,
+    majority_baseline,
+)
 
 
 def test_metrics_of_a_hand_made_case():
@@ -50,3 +58,29 @@ def test_arm_files_share_keys_and_the_comparison_is_pretrained_minus_scratch():
     assert diff["accuracy"] == pytest.approx(0.5)
     assert diff["train_seconds"] == pytest.approx(-2.5)
     assert diff["best_epoch"] == -2
+
+
+def test_majority_baseline_is_the_most_frequent_class_and_its_share():
+    assert majority_baseline(np.array([0, 0, 1, 0, 2])) == (0, 0.6)
+    assert majority_baseline(np.array([1, 1, 1, 0])) == (1, 0.75)
+    assert majority_baseline(np.array([2])) == (2, 1.0)
+
+
+def test_the_baseline_of_the_default_elpv_test_split_and_its_balanced_accuracy_of_one_over_classes():
+    labels = np.array([1] * 361 + [0] * 164)  # classes sorted: defective, functional
+    assert baseline(labels, ["defective", "functional"]) == {
+        "majority_class": "functional",
+        "majority_accuracy": pytest.approx(0.6876, abs=1e-4),
+        "majority_balanced_accuracy": 0.5,
+    }
+    three = baseline(np.array([0, 0, 0, 1, 2, 2]), ["a", "b", "c"])
+    assert three["majority_accuracy"] == 0.5 and three["majority_balanced_accuracy"] == pytest.approx(1 / 3)
+
+
+def test_an_arm_file_holds_its_accuracys_wilson_ci_and_the_majority_baseline():
+    labels = np.array([0] * 15 + [1] * 5)
+    probs = np.tile([0.9, 0.1], (20, 1))
+    probs[15:17] = [0.2, 0.8]  # 17 of 20 right: 15 of class 0, 2 of 5 of class 1
+    m = arm_metrics(probs, labels, {"train_seconds": 1.0, "best_epoch": 1}, confidence=0.95)
+    assert m["accuracy"] == 0.85 and m["majority_accuracy"] == 0.75 and m["test_images"] == 20
+    assert (m["accuracy_ci_low"], m["accuracy_ci_high"]) == pytest.approx((0.6396, 0.9476), abs=1e-4)

@@ -19,7 +19,7 @@ from .conftest import dvc, make_image, ran_stages, run_ok
 
 pytestmark = pytest.mark.e2e
 
-STAGES = ("prepare", "train_pretrained", "train_scratch", "evaluate")
+STAGES = ("prepare", "train_pretrained", "train_scratch", "evaluate", "verdict")
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +54,12 @@ def test_2_second_repro_runs_nothing(repo: Path):
 
 def test_3_exp_run_with_a_new_lr_reruns_both_arms_and_evaluate_but_not_prepare(repo: Path):
     out = dvc(repo, "exp", "run", "-S", "lr=0.01")
-    assert ran_stages(out) == {"train_pretrained", "train_scratch", "evaluate"}
+    assert ran_stages(out) == {"train_pretrained", "train_scratch", "evaluate", "verdict"}
 
 
 def test_4_a_scratch_only_param_reruns_only_train_scratch_and_evaluate(repo: Path):
     out = dvc(repo, "exp", "run", "-S", "scratch.lr_mult=2")
-    assert ran_stages(out) == {"train_scratch", "evaluate"}
+    assert ran_stages(out) == {"train_scratch", "evaluate", "verdict"}
 
 
 def test_5_metrics_diff_shows_both_arms_as_a_markdown_table(repo: Path):

@@ -1,4 +1,4 @@
-"""The statistics against textbook values: Student's sleep data, Fagerland's and Agresti's tables."""
+"""The statistics against textbook values: Student's sleep data, Fagerland's, Agresti's and Newcombe's tables."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from tvs.config import ConfigError
+from tvs.config import ConfigError, EvaluateConfig
 from tvs.evaluate.stats import (
     EvidenceSettings,
+    accuracy_ci,
     mcnemar_exact,
     mean_ci,
     pair_evidence,
@@ -147,3 +148,26 @@ def test_evidence_settings_reject_out_of_range_values_by_the_key_of_the_studys_p
 def test_evidence_settings_alpha_matches_the_confidence_level():
     assert EvidenceSettings().alpha == pytest.approx(0.05)
     assert EvidenceSettings(confidence=0.9).alpha == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    ("correct", "total", "low", "high"),
+    [(81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718)],
+)
+def test_accuracy_ci_is_the_wilson_interval_of_newcombes_table(correct: int, total: int, low: float, high: float):
+    # Newcombe (1998), "Two-sided confidence intervals for the single proportion", Table I, method 3.
+    assert accuracy_ci(correct, total) == pytest.approx((low, high), abs=5e-5)
+
+
+def test_accuracy_ci_at_the_default_test_split_is_about_three_points_and_narrows_with_confidence():
+    low, high = accuracy_ci(452, 525)  # 86.1% of 525 test images
+    assert (high - low) / 2 == pytest.approx(0.0296, abs=1e-4)
+    low90, high90 = accuracy_ci(452, 525, confidence=0.9)
+    assert low < low90 < 452 / 525 < high90 < high
+    with pytest.raises(ValueError, match="need 0 <= correct <= total"):
+        accuracy_ci(6, 5)
+
+
+def test_evidence_settings_from_params_yaml_take_its_evaluate_section():
+    settings = EvidenceSettings.from_config(EvaluateConfig(confidence=0.9, resamples=500, target_fraction=0.8))
+    assert (settings.confidence, settings.resamples, settings.target_fraction) == (0.9, 500, 0.8)

@@ -71,7 +71,7 @@ def test_a_missing_required_study_key_is_a_config_error_naming_it(tmp_path: Path
         ("lr: fast\n", "lr: expected float, got str 'fast'",
          "min_steps: few\n", "min_steps: expected int, got str 'few'"),
         ("lr: 0\n", "lr: must be > 0", "min_steps: -1\n", "min_steps: must be an integer >= 0, got -1"),
-        ("lrr: 1\n", "unknown key 'lrr'; valid keys: seed, lr, data, train, model, pretrained, scratch",
+        ("lrr: 1\n", "unknown key 'lrr'; valid keys: seed, lr, data, train, model, pretrained, scratch, evaluate",
          "min_step: 1\n", "unknown key 'min_step'; valid keys: fractions, seeds, min_steps, report"),
         ("train: {epochs: 0}\n", "train.epochs: must be at least 1",
          "report: {target_fraction: 0}\n", "report.target_fraction: must be in (0, 1], got 0.0"),
@@ -97,6 +97,8 @@ def size(fraction: float, pretrained: tuple[float, float, float], scratch: float
     return SizeSummary(
         fraction=fraction, train_images=int(1000 * fraction), images_per_class=500 * fraction,
         accuracy={"pretrained": Estimate(mean, 0.01, low, high, 3), "scratch": Estimate(scratch, 0.01, None, None, 3)},
+        balanced_accuracy={"pretrained": Estimate(mean, 0.01, low, high, 3),
+                           "scratch": Estimate(scratch, 0.01, None, None, 3)},
         difference=Estimate(mean - scratch, 0.01, None, None, 3), significant_seeds=0,
         seconds_to_target={"pretrained": None, "scratch": None}, reached_target={"pretrained": 0, "scratch": 0},
         target_val_accuracy=0.8, epochs=8, seeds=3,

@@ -1,4 +1,8 @@
-"""Score trained checkpoints on the test split: metrics per arm, their comparison, confusion plots."""
+"""Score trained checkpoints on the test split: metrics per arm, their comparison, confusion plots.
+
+The verdict that reads these files is another stage's job (:mod:`tvs.verdict.pair`): scoring is
+the expensive part, and its outputs are all DVC can restore from its run-cache.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +18,10 @@ from tvs.compute.batches import iterate_batches, predict_proba, to_model_input
 from tvs.compute.runtime import Runtime
 from tvs.data.prepared import load_prepared
 from tvs.errors import DataError
-from tvs.evaluate.metrics import arm_metrics, compare, confusion
+from tvs.evaluate.metrics import arm_metrics, baseline, compare, confusion
 from tvs.evaluate.stats import EvidenceSettings, pair_evidence
 from tvs.io import atomic_path, write_json
 from tvs.models.checkpoint import load_checkpoint
-from tvs.verdict.pair import write_pair_report
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +68,11 @@ def evaluate_arms(
     metrics_dir: Path,
     eval_dir: Path,
     evidence: EvidenceSettings | None = None,
-    verdict: Path | None = None,
-    curve_plot: Path | None = None,
 ) -> dict[str, Any]:
     """Score each arm on the test split; write per-arm metrics, the comparison and confusion plots.
 
-    ``comparison.json`` also holds the paired evidence (McNemar, bootstrap CI, time-to-accuracy);
-    with ``verdict``, the verdict is written there (and the time-to-accuracy plot to ``curve_plot``).
+    ``comparison.json`` also holds the paired evidence (McNemar, bootstrap CI, time-to-accuracy)
+    and the majority-class baseline of the test split.
     """
     from dvclive import Live
 
@@ -81,7 +82,7 @@ def evaluate_arms(
     test_paths = manifest.loc[manifest["split"] == "test", "path"].to_numpy()
     for arm, model_dir in models.items():
         probs, labels, meta = predict_arm(model_dir, data_dir)
-        results[arm] = {**arm_metrics(probs, labels, meta), **divergence(meta)}
+        results[arm] = {**arm_metrics(probs, labels, meta, evidence.confidence), **divergence(meta)}
         correct[arm], metas[arm] = probs.argmax(1) == labels, meta
         classes = np.array(meta["classes"])
         with Live(dir=str(eval_dir / arm), save_dvc_exp=False, dvcyaml=None, report=None) as live:
@@ -100,12 +101,7 @@ def evaluate_arms(
         else:
             evidence_part = pair_evidence(correct, histories, evidence)
         comparison = {**compare(results["pretrained"], results["scratch"]), **evidence_part}
-        comparison = guard_comparison(comparison, results)
+        # The baseline belongs to the test split, not to the arms: it stays when an arm diverged.
+        comparison = {**guard_comparison(comparison, results), **baseline(labels, metas["pretrained"]["classes"])}
         write_json(metrics_dir / "comparison.json", comparison)
-        if verdict is not None:
-            write_pair_report(
-                verdict_path=verdict, curve_path=curve_plot, metrics=results, comparison=comparison,
-                histories=histories, settings=evidence, train_images=metas["pretrained"]["train_images"],
-                classes=len(metas["pretrained"]["classes"]),
-            )  # fmt: skip
     return results

@@ -21,11 +21,12 @@ from tvs.data.split import training_sizes
 from tvs.evaluate.stats import EvidenceSettings
 from tvs.io import atomic_path, write_json, write_text
 from tvs.study.params import StudyParams
-from tvs.study.summary import SizeSummary, break_even, summarise_size
-from tvs.verdict.plots import COLOURS, LABELS, save_figure
+from tvs.study.summary import Baseline, SizeSummary, break_even, split_baseline, summarise_size
+from tvs.verdict.plots import COLOURS, LABELS, draw_baseline, save_figure
 from tvs.verdict.rules import (
     ARM_ACTION,
     INCONCLUSIVE,
+    baseline_text,
     ci_pp,
     decide,
     epochs_text,
@@ -117,7 +118,9 @@ def _speed(size: SizeSummary, settings: EvidenceSettings, subject: str | None = 
     return clause.replace("validation accuracy", f"validation accuracy ({settings.target_fraction:.0%} of the best)")
 
 
-def study_verdict(sizes: Sequence[SizeSummary], settings: EvidenceSettings, plot_png: str | None) -> str:
+def study_verdict(
+    sizes: Sequence[SizeSummary], settings: EvidenceSettings, plot_png: str | None, baseline: Baseline
+) -> str:
     """The study's ``verdict.md``: recommendation, the table of measured rows, the curve and its table."""
     ordered = sorted(sizes, key=lambda s: s.fraction)
     small, large = ordered[0], ordered[-1]
@@ -139,6 +142,9 @@ def study_verdict(sizes: Sequence[SizeSummary], settings: EvidenceSettings, plot
     def acc(size: SizeSummary, arm: str) -> str:
         return estimate_text(size.accuracy[arm], conf)
 
+    def above(size: SizeSummary) -> str:
+        return ", ".join(f"{arm} {pp(size.accuracy[arm].mean - baseline.accuracy)}" for arm in ARMS)
+
     def diff(size: SizeSummary) -> str:
         d = size.difference
         tests = f"McNemar p < {settings.alpha:g} in {size.significant_seeds} of {size.seeds} seeds"
@@ -151,6 +157,13 @@ def study_verdict(sizes: Sequence[SizeSummary], settings: EvidenceSettings, plot
          acc(large, "scratch"), diff(large)),
         (f"Performance on small data ({small.images_per_class:,.0f} images per class)", acc(small, "pretrained"),
          acc(small, "scratch"), diff(small)),
+        ("Majority-class baseline (test)", f"{pct(baseline.accuracy)}: always `{baseline.majority_class}`",
+         "the same", f"above it: {above(large)} ({large.images_per_class:,.0f} per class); {above(small)} "
+         f"({small.images_per_class:,.0f} per class)"),
+        (f"Balanced accuracy (test, {large.images_per_class:,.0f} images per class)",
+         estimate_text(large.balanced_accuracy["pretrained"], conf),
+         estimate_text(large.balanced_accuracy["scratch"], conf),
+         f"the baseline scores {pct(baseline.balanced_accuracy)}"),
         (f"Data requirement (to reach {pct(target)}, {settings.target_fraction:.0%} of the best mean)",
          requirement("pretrained"), requirement("scratch"),
          "break-even: " + ("not reached within this data" if even is None
@@ -161,7 +174,11 @@ def study_verdict(sizes: Sequence[SizeSummary], settings: EvidenceSettings, plot
     curve = [("train fraction", "training images (per class)", "epochs", "pretrained", "scratch", "difference")]
     curve += [(f"{s.fraction:.0%}", f"{s.train_images:,} ({s.images_per_class:,.0f})", str(s.epochs),
                acc(s, "pretrained"), acc(s, "scratch"), diff(s)) for s in ordered]  # fmt: skip
-    parts = ["# Verdict of the data-efficiency study", line, markdown_table(rows)]
+    floor = (
+        f"Baseline: {baseline_text(baseline.majority_class, baseline.accuracy, baseline.balanced_accuracy)} "
+        "(the same test split for every size and seed); every accuracy here is read against that."
+    )
+    parts = ["# Verdict of the data-efficiency study", line, floor, markdown_table(rows)]
     if plot_png:
         parts.append(f"![Test accuracy against training images per class, both arms, {conf:.0%} CI bands]({plot_png})")
     parts += [
@@ -175,33 +192,39 @@ def study_verdict(sizes: Sequence[SizeSummary], settings: EvidenceSettings, plot
     return "\n\n".join(parts) + "\n"
 
 
-def study_summary(sizes: Sequence[SizeSummary], settings: EvidenceSettings) -> dict[str, Any]:
-    """``metrics/summary.json``: the decision, the break-even point and each size's numbers."""
+def study_summary(sizes: Sequence[SizeSummary], settings: EvidenceSettings, baseline: Baseline) -> dict[str, Any]:
+    """``metrics/summary.json``: the decision, the break-even point, the baseline and each size's numbers."""
     decision, _ = study_recommendation(sizes, settings)
     even = break_even(sizes)
     out: dict[str, Any] = {
         "recommendation": decision,
         "break_even_images_per_class": None if even is None else even.images_per_class,
         "seeds": max(s.seeds for s in sizes),
+        "majority_class": baseline.majority_class,
+        "majority_accuracy": baseline.accuracy,
+        "majority_balanced_accuracy": baseline.balanced_accuracy,
     }
     for s in sorted(sizes, key=lambda s: s.fraction):  # mean, SD and CI over seeds; the CSV has the rest
         row: dict[str, Any] = {"images_per_class": s.images_per_class}
         for name, est in (*((arm, s.accuracy[arm]) for arm in ARMS), ("accuracy_diff", s.difference)):
             key = f"{name}_accuracy" if name in ARMS else name
             row |= {key: est.mean, f"{key}_sd": est.sd, f"{key}_ci_low": est.low, f"{key}_ci_high": est.high}
+        row |= {f"{arm}_balanced_accuracy": s.balanced_accuracy[arm].mean for arm in ARMS}
         row["significant_seeds"] = s.significant_seeds
         out[size_key(s.fraction)] = row
     return out
 
 
-def curve_table(sizes: Sequence[SizeSummary]) -> pd.DataFrame:
-    """The curve as a table (one row per size) for ``dvc plots``."""
+def curve_table(sizes: Sequence[SizeSummary], baseline: Baseline) -> pd.DataFrame:
+    """The curve as a table (one row per size) for ``dvc plots``, with the majority-class baseline as a column."""
     rows = []
     for s in sorted(sizes, key=lambda s: s.fraction):
         row = {"train_fraction": s.fraction, "train_images": s.train_images, "images_per_class": s.images_per_class}
         row |= {"epochs": s.epochs, "seeds": s.seeds}
         for name, est in (*((arm, s.accuracy[arm]) for arm in ARMS), ("difference", s.difference)):
             row |= {name: est.mean, f"{name}_sd": est.sd, f"{name}_ci_low": est.low, f"{name}_ci_high": est.high}
+        row |= {f"{arm}_balanced_accuracy": s.balanced_accuracy[arm].mean for arm in ARMS}
+        row["majority"] = baseline.accuracy
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -214,20 +237,26 @@ def write_study_report(
     manifest = load_prepared(data_dir).manifest
     settings = study.report
     sizes = [summarise_size(results, f, study.seeds, training_sizes(manifest, f), settings) for f in study.fractions]
-    plot_data_efficiency(sizes, break_even(sizes), plot_path, settings.confidence)
+    baseline = split_baseline(results, study.fractions, study.seeds)
+    plot_data_efficiency(sizes, break_even(sizes), plot_path, settings.confidence, baseline.accuracy)
     with atomic_path(table_path) as tmp:
-        curve_table(sizes).to_csv(tmp, index=False)
-    summary = study_summary(sizes, settings)
+        curve_table(sizes, baseline).to_csv(tmp, index=False)
+    summary = study_summary(sizes, settings, baseline)
     write_json(summary_path, summary)
     link = Path(os.path.relpath(plot_path, Path(verdict_path).parent)).as_posix()
-    write_text(verdict_path, study_verdict(sizes, settings, link))
+    write_text(verdict_path, study_verdict(sizes, settings, link, baseline))
     return summary
 
 
 def plot_data_efficiency(
-    sizes: Sequence[SizeSummary], break_even: SizeSummary | None, path: str | Path, confidence: float = 0.95
+    sizes: Sequence[SizeSummary],
+    break_even: SizeSummary | None,
+    path: str | Path,
+    confidence: float = 0.95,
+    baseline: float | None = None,
 ) -> None:
-    """Test accuracy (mean and CI band over seeds) against training images per class, log-x, both arms."""
+    """Test accuracy (mean and CI band over seeds) against training images per class, log-x, both arms,
+    with the majority-class baseline of the test split (if given) as a line."""
     sizes = sorted(sizes, key=lambda s: s.fraction)
     x = [s.images_per_class for s in sizes]
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
@@ -237,6 +266,7 @@ def plot_data_efficiency(
         ax.plot(x, [e.mean for e in est], marker="o", color=COLOURS[arm], label=LABELS[arm])
         if all(e.low is not None for e in est):
             ax.fill_between(x, [e.low for e in est], [e.high for e in est], color=COLOURS[arm], alpha=0.2)
+    draw_baseline(ax, baseline)
     if break_even is not None:
         ax.axvline(break_even.images_per_class, color="grey", linestyle=":", label="break-even")
         title = f"Break-even at {break_even.images_per_class:.0f} images per class"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tvs.config import ARMS
+from tvs.errors import DataError
 from tvs.evaluate.stats import Estimate, EvidenceSettings, mean_ci
 from tvs.io import read_json
 
@@ -27,6 +28,7 @@ class SizeSummary:
     train_images: int
     images_per_class: float
     accuracy: dict[str, Estimate]  # per arm, test accuracy over seeds
+    balanced_accuracy: dict[str, Estimate]  # per arm, test balanced accuracy over seeds
     difference: Estimate  # pretrained minus scratch, paired by seed
     significant_seeds: int  # seeds whose McNemar p < alpha
     seconds_to_target: dict[str, Estimate | None]  # per arm, over the seeds that reached the target
@@ -59,6 +61,7 @@ def summarise_size(
         train_images=sizes[0],
         images_per_class=sizes[1],
         accuracy={arm: mean_ci([c[arm]["accuracy"] for c in cells], conf, (0, 1)) for arm in ARMS},
+        balanced_accuracy={arm: mean_ci([c[arm]["balanced_accuracy"] for c in cells], conf, (0, 1)) for arm in ARMS},
         difference=mean_ci([c["comparison"]["accuracy"] for c in cells], conf, (-1, 1)),
         significant_seeds=sum(c["comparison"]["significance"]["mcnemar_p"] < settings.alpha for c in cells),
         seconds_to_target=times,
@@ -67,6 +70,30 @@ def summarise_size(
         epochs=max(c["comparison"]["time_to_accuracy"]["pretrained_epochs_trained"] for c in cells),
         seeds=len(cells),
     )
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Predicting the test split's majority class for every image: the floor of every accuracy."""
+
+    majority_class: str
+    accuracy: float
+    balanced_accuracy: float
+
+
+def split_baseline(results: Path, fractions: Sequence[float], seeds: Sequence[int]) -> Baseline:
+    """The majority-class baseline every cell's ``comparison.json`` holds; all cells share one test split."""
+    found = {}
+    for fraction in fractions:
+        for seed in seeds:
+            c = read_json(cell_dir(results, fraction, seed) / "comparison.json")
+            cell = Baseline(c["majority_class"], c["majority_accuracy"], c["majority_balanced_accuracy"])
+            found.setdefault(cell, cell_dir(results, fraction, seed))
+    if len(found) != 1:
+        cells = ", ".join(str(path) for path in found.values())
+        raise DataError(f"{cells}: scored on different test splits (majority-class baselines differ); "
+                        "rerun `dvc repro study/dvc.yaml`")  # fmt: skip
+    return next(iter(found))
 
 
 def break_even(sizes: Sequence[SizeSummary]) -> SizeSummary | None:

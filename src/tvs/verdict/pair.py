@@ -1,6 +1,7 @@
 """``reports/verdict.md`` of the main pipeline: one pair of runs, its recommendation, and its plot.
 
-Every number comes from the metrics ``evaluate`` computed; nothing here trains or scores anything.
+Every number comes from the metrics ``evaluate`` wrote and the checkpoints' sidecars (the curves);
+nothing here trains or scores anything.
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from tvs.evaluate.stats import EvidenceSettings, target_accuracy
-from tvs.io import write_text
+from tvs.io import read_json, write_text
 from tvs.verdict.plots import plot_val_curves
 from tvs.verdict.rules import (
     ARM_ACTION,
     INCONCLUSIVE,
+    accuracy_text,
+    baseline_text,
     ci_pp,
     decide,
     epochs_text,
+    half_width,
     markdown_table,
     p_text,
     pct,
@@ -60,6 +64,40 @@ def pair_recommendation(comparison: Mapping[str, Any], settings: EvidenceSetting
     return decision, f"**{ARM_ACTION[decision]}**: {pp(diff)} test accuracy ({ci}, {mcnemar}); {speed}."
 
 
+def arm_accuracy(metrics: Mapping[str, Any], confidence: float) -> str:
+    """One arm's test accuracy with its Wilson CI over the test images."""
+    return accuracy_text(metrics["accuracy"], metrics["accuracy_ci_low"], metrics["accuracy_ci_high"], confidence)
+
+
+def baseline_paragraph(metrics: Mapping[str, Mapping[str, Any]], comparison: Mapping[str, Any]) -> str:
+    """What an accuracy is read against: the majority-class baseline, and how precise one run's accuracy is."""
+    floor = comparison["majority_accuracy"]
+    test_images = next(iter(metrics.values()))["test_images"]
+    widths = " and ".join(
+        f"{half_width(m['accuracy_ci_low'], m['accuracy_ci_high'])} ({arm})" for arm, m in metrics.items()
+    )
+    text = (
+        f"Baseline: {baseline_text(comparison['majority_class'], floor, comparison['majority_balanced_accuracy'])}; "
+        f"every accuracy here is read against that. One run's accuracy on these {test_images} test images is "
+        f"known to {widths}: the Wilson intervals in the table."
+    )
+    near = [arm for arm, m in metrics.items() if m["accuracy_ci_low"] <= floor]
+    if near:
+        which = " and ".join(f"the {arm} arm" for arm in near)
+        its = "its CI reaches" if len(near) == 1 else "their CIs reach"
+        text += f" **{which[0].upper()}{which[1:]} cannot be told from the baseline**: {its} down to it."
+    return text
+
+
+def baseline_row(metrics: Mapping[str, Mapping[str, Any]], comparison: Mapping[str, Any]) -> tuple[str, ...]:
+    """The table row of the majority-class baseline, with each arm's margin over it."""
+    floor = comparison["majority_accuracy"]
+    margins = ", ".join(f"{arm} {pp(m['accuracy'] - floor)}" for arm, m in metrics.items())
+    same = ["the same"] * (len(metrics) - 1)
+    return ("Majority-class baseline (test)", f"{pct(floor)}: always `{comparison['majority_class']}`", *same,
+            f"above it: {margins}")  # fmt: skip
+
+
 def pair_verdict(
     metrics: Mapping[str, Mapping[str, Any]],
     comparison: Mapping[str, Any],
@@ -70,7 +108,7 @@ def pair_verdict(
 ) -> str:
     """The main pipeline's ``verdict.md``: the measured table, the recommendation, its rule, the plot."""
     if comparison.get("significance") is None:  # an arm diverged: evaluation voided the comparison
-        return diverged_verdict(metrics, curve_png)
+        return diverged_verdict(metrics, comparison, settings.confidence, curve_png)
     sig, tta = comparison["significance"], comparison["time_to_accuracy"]
     pre, scr = metrics["pretrained"], metrics["scratch"]
     _, line = pair_recommendation(comparison, settings)
@@ -87,14 +125,16 @@ def pair_verdict(
         ("", "pretrained", "scratch", "evidence"),
         (
             f"Best accuracy (test, {sig['test_images']} images)",
-            pct(pre["accuracy"]),
-            pct(scr["accuracy"]),
+            arm_accuracy(pre, conf),
+            arm_accuracy(scr, conf),
             f"{pp(sig['accuracy_diff'])} ({ci_pp(sig['accuracy_diff_ci_low'], sig['accuracy_diff_ci_high'], conf)});"
             f" McNemar exact {p_text(sig['mcnemar_p'])} ({sig['only_pretrained_correct']} images only pretrained"
             f" got right, {sig['only_scratch_correct']} only scratch)",
         ),
+        baseline_row(metrics, comparison),
         ("Balanced accuracy (test)", pct(pre["balanced_accuracy"]), pct(scr["balanced_accuracy"]),
-         pp(pre["balanced_accuracy"] - scr["balanced_accuracy"])),
+         f"{pp(pre['balanced_accuracy'] - scr['balanced_accuracy'])}; the baseline scores "
+         f"{pct(comparison['majority_balanced_accuracy'])}"),
         ("Training time (whole budget)", f"{seconds_text(pre['train_seconds'])}, best epoch {pre['best_epoch']}",
          f"{seconds_text(scr['train_seconds'])}, best epoch {scr['best_epoch']}", "same epochs, same data order"),
         (f"Time to {pct(target)} val accuracy ({tta['target_fraction_of_best']:.0%} of the best)",
@@ -107,6 +147,7 @@ def pair_verdict(
     parts = [
         "# Verdict: fine-tune or train from scratch?",
         line,
+        baseline_paragraph(metrics, comparison),
         markdown_table(rows),
         PAIR_RULE.format(conf=conf, alpha=settings.alpha, target=tta["target_fraction_of_best"]),
         "One run per arm: the CI and the test cover the sampling of test images, not the spread between "
@@ -117,18 +158,22 @@ def pair_verdict(
     return "\n\n".join(parts) + "\n"
 
 
-def diverged_verdict(metrics: Mapping[str, Mapping[str, Any]], curve_png: str | None) -> str:
+def diverged_verdict(
+    metrics: Mapping[str, Mapping[str, Any]], comparison: Mapping[str, Any], confidence: float, curve_png: str | None
+) -> str:
     """The verdict page when an arm diverged: what diverged, when, and what each arm still scored."""
     diverged = [arm for arm, m in metrics.items() if m.get("diverged")]
     which = " and ".join(f"the {arm} arm" for arm in diverged)
     verb = "diverge" if len(diverged) > 1 else "diverges"
     rows = [("", *metrics), ("Outcome", *(_outcome(m) for m in metrics.values()))]
-    rows.append(("Test accuracy of the weights kept", *(pct(m["accuracy"]) for m in metrics.values())))
+    rows.append(("Test accuracy of the weights kept", *(arm_accuracy(m, confidence) for m in metrics.values())))
+    rows.append(baseline_row(metrics, comparison)[:-1])  # no evidence column here: no margins
     parts = [
         "# Verdict: fine-tune or train from scratch?",
         f"**No verdict**: {which} diverged (the training loss became NaN, infinite or exploded), so the "
         "numbers are not a fair comparison and `metrics/comparison.json` holds no differences. Lower `lr` "
         f"(or the arm's `lr_mult`) until neither arm {verb}, and rerun.",
+        baseline_paragraph(metrics, comparison),
         markdown_table(rows),
     ]
     if curve_png:
@@ -159,6 +204,25 @@ def write_pair_report(
     if curve_path is not None:
         has_epochs = any(histories.values())
         target = target_accuracy(histories, settings.target_fraction) if has_epochs else None
-        plot_val_curves(histories, target, curve_path)
+        plot_val_curves(histories, target, curve_path, baseline=comparison["majority_accuracy"])
         link = Path(os.path.relpath(curve_path, Path(verdict_path).parent)).as_posix()
     write_text(verdict_path, pair_verdict(metrics, comparison, settings, train_images, classes, link))
+
+
+def write_verdict(
+    *,
+    metrics_dir: Path,
+    sidecars: Mapping[str, Path],
+    settings: EvidenceSettings,
+    verdict_path: Path,
+    curve_path: Path | None,
+) -> None:
+    """The stage's worker: read what ``evaluate`` wrote and the arms' checkpoint sidecars, write the verdict."""
+    metrics = {arm: read_json(Path(metrics_dir) / f"{arm}.json") for arm in sidecars}
+    comparison = read_json(Path(metrics_dir) / "comparison.json")
+    metas = {arm: read_json(path) for arm, path in sidecars.items()}
+    write_pair_report(
+        verdict_path=verdict_path, curve_path=curve_path, metrics=metrics, comparison=comparison,
+        histories={arm: meta["history"] for arm, meta in metas.items()}, settings=settings,
+        train_images=metas["pretrained"]["train_images"], classes=len(metas["pretrained"]["classes"]),
+    )  # fmt: skip

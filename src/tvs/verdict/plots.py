@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from tvs.io import atomic_path
@@ -20,10 +21,20 @@ def save_figure(fig: Figure, path: str | Path) -> None:
         fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
 
 
+def draw_baseline(ax: Axes, accuracy: float | None) -> None:
+    """The majority-class baseline as a labelled horizontal line: what predicting one class scores."""
+    if accuracy is not None:
+        ax.axhline(accuracy, color="black", linestyle=":", linewidth=1, label=f"majority class (test) {accuracy:.1%}")
+
+
 def plot_val_curves(
-    histories: Mapping[str, Sequence[Mapping[str, float]]], target: float | None, path: str | Path
+    histories: Mapping[str, Sequence[Mapping[str, float]]],
+    target: float | None,
+    path: str | Path,
+    baseline: float | None = None,
 ) -> None:
-    """Validation accuracy against wall seconds of training, both arms, with the target (if any) as a line.
+    """Validation accuracy against wall seconds of training, both arms, with the target (if any) and the
+    majority-class baseline of the test split (if given) as lines.
 
     An arm with no completed epoch (it diverged in the first) is named in the legend with no points.
     """
@@ -35,6 +46,7 @@ def plot_val_curves(
         ax.plot(seconds, accuracy, marker="o", color=COLOURS.get(arm), label=LABELS.get(arm, arm))
     if target is not None:
         ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target:.1%}")
+    draw_baseline(ax, baseline)
     ax.set_xlabel("wall seconds of training (one marker per epoch)")
     ax.set_ylabel("validation accuracy")
     ax.set_title("Time to accuracy")

@@ -35,6 +35,24 @@ def p_text(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
+def accuracy_text(accuracy: float, low: float, high: float, confidence: float) -> str:
+    """``86.1% (95% CI 82.9 to 88.8)``: one run's accuracy with its CI over the test images."""
+    return f"{pct(accuracy)} ({ci_pp(low, high, confidence)})"
+
+
+def half_width(low: float, high: float) -> str:
+    """``+-3.0 pp``: half the width of a CI, the precision of an accuracy in one number."""
+    return f"±{50 * (high - low):.1f} pp"
+
+
+def baseline_text(majority_class: str, accuracy: float, balanced_accuracy: float) -> str:
+    """What predicting the majority class for every test image scores: the floor of every accuracy."""
+    return (
+        f"predicting the majority class (`{majority_class}`) for every test image scores {pct(accuracy)} "
+        f"accuracy and {pct(balanced_accuracy)} balanced accuracy"
+    )
+
+
 def estimate_text(est: Estimate, confidence: float) -> str:
     """``86.1% (95% CI 85.0 to 87.2)``: an accuracy over seeds."""
     if est.low is None:

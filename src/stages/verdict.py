@@ -1,0 +1,41 @@
+"""DVC stage `verdict`: what `evaluate` measured -> reports/verdict.md and its validation-accuracy plot.
+
+A stage of its own, not part of `evaluate`: DVC keeps no run-cache for a stage with a `cache: false`
+output that is neither a metric nor a plot (the Markdown verdict), and scoring is the part worth
+restoring from it.
+"""
+
+import argparse
+from pathlib import Path
+
+from tvs.cli import run_stage
+from tvs.config import load_params
+from tvs.evaluate.stats import EvidenceSettings
+from tvs.io import check_output_paths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="its `evaluate` section is read")
+    parser.add_argument("--metrics", type=Path, required=True, help="folder of evaluate's <arm>.json, comparison.json")
+    parser.add_argument("--pretrained", type=Path, required=True, help="the pretrained arm's checkpoint sidecar")
+    parser.add_argument("--scratch", type=Path, required=True, help="the scratch arm's checkpoint sidecar")
+    parser.add_argument("--verdict", type=Path, required=True, help="write the verdict (Markdown) here")
+    parser.add_argument("--curve-plot", type=Path, default=None, help="PNG of val accuracy vs seconds, for the verdict")
+    args = parser.parse_args()
+    check_output_paths(verdict=args.verdict, curve_plot=args.curve_plot)
+    params = load_params(args.params)
+    # matplotlib loads after the checks, so that --help and bad params answer at once
+    from tvs.verdict.pair import write_verdict
+
+    write_verdict(
+        metrics_dir=args.metrics,
+        sidecars={"pretrained": args.pretrained, "scratch": args.scratch},
+        settings=EvidenceSettings.from_config(params.evaluate),
+        verdict_path=args.verdict,
+        curve_path=args.curve_plot,
+    )
+
+
+if __name__ == "__main__":
+    run_stage("verdict", main)
