@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
-import re
-import shlex
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-from tvs.config import load_params
+from tvs.errors import DataError
 from tvs.evaluate.stats import Estimate, EvidenceSettings
 from tvs.pr import MARKER, absolute_images, demote_headings, main, pr_comment
 from tvs.study.params import StudyParams
 from tvs.study.report import data_requirement, size_key, study_recommendation, study_verdict, write_study_report
-from tvs.study.summary import SizeSummary
-from tvs.verdict.pair import pair_recommendation, pair_verdict, write_pair_report
-from tvs.verdict.rules import decide, speed_clause
-
-from .conftest import PROJECT
+from tvs.study.summary import Baseline, SizeSummary, split_baseline
+from tvs.verdict.pair import pair_recommendation, pair_verdict, write_pair_report, write_verdict
+from tvs.verdict.rules import decide, half_width, speed_clause
 
 SETTINGS = EvidenceSettings(resamples=1000)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -43,13 +37,18 @@ def comparison(diff: float, low: float, high: float, p: float, seconds=(161.0, N
             "scratch_epoch": 7 if seconds[1] else None, "scratch_seconds": seconds[1], "scratch_epochs_trained": 8,
             "pretrained_speedup": seconds[1] / seconds[0] if all(seconds) else None,
         },
+        **BASELINE,
     }  # fmt: skip
 
 
+# The default ELPV test split: 361 functional and 164 defective cells.
+BASELINE = {"majority_class": "functional", "majority_accuracy": 361 / 525, "majority_balanced_accuracy": 0.5}
 METRICS = {
-    "pretrained": {"accuracy": 0.857, "balanced_accuracy": 0.805, "train_seconds": 246.7, "best_epoch": 5},
-    "scratch": {"accuracy": 0.775, "balanced_accuracy": 0.710, "train_seconds": 228.5, "best_epoch": 7},
-}
+    "pretrained": {"accuracy": 0.857, "accuracy_ci_low": 0.824, "accuracy_ci_high": 0.885, "balanced_accuracy": 0.805,
+                   "majority_accuracy": 361 / 525, "train_seconds": 246.7, "best_epoch": 5, "test_images": 525},
+    "scratch": {"accuracy": 0.775, "accuracy_ci_low": 0.738, "accuracy_ci_high": 0.808, "balanced_accuracy": 0.710,
+                "majority_accuracy": 361 / 525, "train_seconds": 228.5, "best_epoch": 7, "test_images": 525},
+}  # fmt: skip
 
 
 def test_decide_needs_a_ci_excluding_zero_and_a_significant_test():
@@ -110,15 +109,43 @@ def test_pair_verdict_has_the_measured_rows_the_rule_and_the_plot():
     assert "![Validation accuracy against wall seconds of training, both arms](val_accuracy.png)" in text
 
 
+def test_pair_verdict_reads_every_accuracy_against_the_majority_class_and_its_ci():
+    text = pair_verdict(METRICS, comparison(0.082, 0.049, 0.114, 1e-5), SETTINGS, 1706, 2, None)
+    assert (
+        "Baseline: predicting the majority class (`functional`) for every test image scores 68.8% accuracy "
+        "and 50.0% balanced accuracy; every accuracy here is read against that. One run's accuracy on these "
+        "525 test images is known to ±3.1 pp (pretrained) and ±3.5 pp (scratch)"
+    ) in text
+    assert "| 85.7% (95% CI 82.4 to 88.5) | 77.5% (95% CI 73.8 to 80.8) |" in text
+    assert (
+        "| Majority-class baseline (test) | 68.8%: always `functional` | the same | "
+        "above it: pretrained +16.9 pp, scratch +8.7 pp |"
+    ) in text
+    assert "+9.5 pp; the baseline scores 50.0% |" in text  # the balanced accuracy row
+    assert "cannot be told from the baseline" not in text
+
+
+def test_pair_verdict_says_when_an_arm_is_no_better_than_the_majority_class():
+    metrics = {**METRICS, "scratch": {**METRICS["scratch"], "accuracy": 0.70, "accuracy_ci_low": 0.66}}
+    text = pair_verdict(metrics, comparison(0.157, 0.1, 0.2, 1e-5), SETTINGS, 1706, 2, None)
+    assert "**The scratch arm cannot be told from the baseline**: its CI reaches down to it." in text
+
+
+def test_half_width_is_half_the_ci_in_points():
+    assert half_width(0.8287, 0.8879) == "±3.0 pp"
+
+
 def test_pair_verdict_of_a_diverged_arm_gives_no_verdict_and_says_what_diverged_when():
     metrics = {
         "pretrained": {**METRICS["pretrained"], "diverged": 0, "diverged_epoch": 0},
         "scratch": {**METRICS["scratch"], "best_epoch": 1, "diverged": 1, "diverged_epoch": 2},
     }
-    comparison = {"accuracy": None, "significance": None, "time_to_accuracy": None, "diverged": 1}
+    comparison = {"accuracy": None, "significance": None, "time_to_accuracy": None, "diverged": 1, **BASELINE}
     text = pair_verdict(metrics, comparison, SETTINGS, 10, 2, None)
     assert "**No verdict**: the scratch arm diverged" in text
     assert "| Outcome | finished, best epoch 5 | diverged in epoch 2; scored with epoch 1's weights |" in text
+    assert "| Majority-class baseline (test) | 68.8%: always `functional` | the same |" in text
+    assert "Baseline: predicting the majority class (`functional`)" in text
 
 
 def test_write_pair_report_draws_the_png_the_verdict_links(tmp_path: Path):
@@ -132,6 +159,24 @@ def test_write_pair_report_draws_the_png_the_verdict_links(tmp_path: Path):
     assert "](val_accuracy.png)" in (tmp_path / "reports" / "verdict.md").read_text()
 
 
+def test_write_verdict_reads_what_evaluate_wrote_and_the_sidecars(tmp_path: Path):
+    history = [{"epoch": e, "val_accuracy": 0.6 + 0.05 * e, "elapsed_seconds": 10.0 * e} for e in (1, 2, 3)]
+    (tmp_path / "metrics").mkdir()
+    for arm, metrics in METRICS.items():
+        (tmp_path / "metrics" / f"{arm}.json").write_text(json.dumps(metrics))
+        (tmp_path / f"{arm}.json").write_text(json.dumps({"history": history, "train_images": 1706,
+                                                          "classes": ["defective", "functional"]}))  # fmt: skip
+    (tmp_path / "metrics" / "comparison.json").write_text(json.dumps(comparison(0.082, 0.049, 0.114, 1e-5)))
+    write_verdict(
+        metrics_dir=tmp_path / "metrics", sidecars={arm: tmp_path / f"{arm}.json" for arm in METRICS},
+        settings=SETTINGS, verdict_path=tmp_path / "reports" / "verdict.md",
+        curve_path=tmp_path / "reports" / "val_accuracy.png",
+    )  # fmt: skip
+    text = (tmp_path / "reports" / "verdict.md").read_text()
+    assert text == pair_verdict(METRICS, comparison(0.082, 0.049, 0.114, 1e-5), SETTINGS, 1706, 2, "val_accuracy.png")
+    assert (tmp_path / "reports" / "val_accuracy.png").read_bytes().startswith(PNG_MAGIC)
+
+
 # --- the study's verdict ---------------------------------------------------------------------
 
 
@@ -139,8 +184,10 @@ def size(fraction: float, pre: float, scr: float, diff_ci: tuple[float, float], 
     est = {
         arm: Estimate(acc, 0.01, acc - 0.02, acc + 0.02, seeds) for arm, acc in (("pretrained", pre), ("scratch", scr))
     }
+    balanced = {arm: Estimate(e.mean - 0.05, 0.01, e.mean - 0.07, e.mean - 0.03, seeds) for arm, e in est.items()}
     return SizeSummary(
         fraction=fraction, train_images=int(1706 * fraction), images_per_class=853 * fraction, accuracy=est,
+        balanced_accuracy=balanced,
         difference=Estimate(pre - scr, 0.01, *diff_ci, seeds), significant_seeds=seeds,
         seconds_to_target={"pretrained": Estimate(160.0, 5.0, 150.0, 170.0, seeds), "scratch": None},
         reached_target={"pretrained": seeds, "scratch": 0}, target_val_accuracy=0.85, epochs=8, seeds=seeds,
@@ -181,12 +228,21 @@ def test_study_verdict_fills_the_seed_tables_rows_and_embeds_the_curve():
     ]
     assert data_requirement(sizes, "pretrained", 0.95 * 0.861).fraction == 0.25
     assert data_requirement(sizes, "scratch", 0.95 * 0.861) is None
-    text = study_verdict(sizes, SETTINGS, "data_efficiency.png")
+    text = study_verdict(sizes, SETTINGS, "data_efficiency.png", STUDY_BASELINE)
     for row in ("Best accuracy", "Performance on small data", "Data requirement", "Training time"):
         assert f"| {row}" in text
+    assert "Baseline: predicting the majority class (`functional`) for every test image scores 68.8% accuracy" in text
+    assert (
+        "| Majority-class baseline (test) | 68.8%: always `functional` | the same | above it: pretrained +17.3 pp, "
+        "scratch +9.6 pp (853 per class); pretrained +6.2 pp, scratch -6.8 pp (43 per class) |"
+    ) in text
+    assert "| Balanced accuracy (test, 853 images per class) | 81.1% (95% CI 79.1 to 83.1) |" in text
     assert "](data_efficiency.png)" in text and "## Every training size" in text and "| 25% |" in text
     assert "not reached within this data" in text and "Rule: at the largest training size" in text
     assert size_key(0.05) == "5pct" and size_key(0.125) == "12_5pct"
+
+
+STUDY_BASELINE = Baseline("functional", 361 / 525, 0.5)
 
 
 def write_cell(folder: Path, seed: int, pre: float, scr: float) -> None:
@@ -194,7 +250,7 @@ def write_cell(folder: Path, seed: int, pre: float, scr: float) -> None:
     evidence = comparison(pre - scr, pre - scr - 0.05, pre - scr + 0.05, 0.01, (100.0 + seed, 300.0))
     (folder / "comparison.json").write_text(json.dumps(evidence))
     for arm, acc in (("pretrained", pre), ("scratch", scr)):
-        (folder / f"{arm}.json").write_text(json.dumps({"accuracy": acc}))
+        (folder / f"{arm}.json").write_text(json.dumps({"accuracy": acc, "balanced_accuracy": acc - 0.05}))
 
 
 def test_write_study_report_summarises_every_cell_of_the_grid(tmp_path: Path):
@@ -227,20 +283,84 @@ def test_write_study_report_summarises_every_cell_of_the_grid(tmp_path: Path):
     assert full["pretrained_accuracy_ci_low"] < full["pretrained_accuracy"] < full["pretrained_accuracy_ci_high"]
     assert full["pretrained_accuracy_sd"] > 0 and full["accuracy_diff_sd"] > 0
     assert json.loads((out / "summary.json").read_text()) == summary
+    assert summary["majority_class"] == "functional" and summary["majority_accuracy"] == 361 / 525
+    assert full["pretrained_balanced_accuracy"] == pytest.approx(full["pretrained_accuracy"] - 0.05)
     assert (out / "curve.png").read_bytes().startswith(PNG_MAGIC)
-    assert list(pd.read_csv(out / "curve.csv")["images_per_class"]) == [3.0, 15.0]
+    table = pd.read_csv(out / "curve.csv")
+    assert list(table["images_per_class"]) == [3.0, 15.0] and list(table["majority"]) == [361 / 525] * 2
     assert "](curve.png)" in (out / "verdict.md").read_text()
+    assert "Majority-class baseline (test) | 68.8%" in (out / "verdict.md").read_text()
+
+
+def test_the_study_refuses_cells_scored_on_different_test_splits(tmp_path: Path):
+    for seed, majority in ((1, 0.6), (2, 0.7)):
+        write_cell(tmp_path / f"1.0-{seed}", seed, 0.8, 0.7)
+        path = tmp_path / f"1.0-{seed}" / "comparison.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "majority_accuracy": majority}))
+    with pytest.raises(DataError, match=r"1\.0-1, .*1\.0-2: scored on different test splits"):
+        split_baseline(tmp_path, [1.0], [1, 2])
+    assert split_baseline(tmp_path, [1.0], [1]) == Baseline("functional", 0.6, 0.5)
 
 
 # --- the pull-request comment ----------------------------------------------------------------
 
-DIFF = """| Path                    | Metric   | HEAD    | workspace   | Change   |
-|-------------------------|----------|---------|-------------|----------|
-| metrics/comparison.json | accuracy | 0.08191 | 0.0619      | -0.02    |
-"""
+
+def entry(old, new) -> dict:
+    """One metric of ``dvc metrics diff --all --json``."""
+    diff = new - old if isinstance(old, int | float) and isinstance(new, int | float) else None
+    return {"old": old, "new": new, "diff": diff}
 
 
-def test_pr_comment_holds_the_metrics_diff_the_verdicts_and_the_checks():
+# `dvc metrics diff main --all --json`, abridged: the new keys (arm CIs, majority class) only in this branch.
+DIFF = {
+    "metrics/comparison.json": {
+        "accuracy": entry(0.0552, 0.0819), "balanced_accuracy": entry(0.0768, 0.095),
+        "significance.accuracy_diff": entry(0.0552, 0.0819), "significance.accuracy_diff_ci_low": entry(0.0229, 0.049),
+        "significance.accuracy_diff_ci_high": entry(0.0876, 0.114),
+        "significance.mcnemar_p": entry(0.00091, 0.0123), "significance.confidence": entry(0.95, 0.95),
+        "majority_accuracy": entry(None, 361 / 525), "train_seconds": entry(-39.28, 18.2),
+    },
+    "metrics/pretrained.json": {
+        "accuracy": entry(0.861, 0.857), "accuracy_ci_low": entry(None, 0.824), "accuracy_ci_high": entry(None, 0.885),
+        "balanced_accuracy": entry(0.812, 0.805), "train_seconds": entry(445.31, 246.7), "test_images": entry(525, 525),
+    },
+    "metrics/scratch.json": {"accuracy": entry(0.806, 0.775), "balanced_accuracy": entry(0.736, 0.71)},
+    "study/metrics/summary.json": {"seeds": entry(3, 3), "100pct.accuracy_diff": entry(0.0654, 0.07)},
+}  # fmt: skip
+
+
+def test_pr_comment_leads_with_the_metrics_that_decide_the_verdict():
+    text = pr_comment(base="main", metrics_diff=DIFF, verdicts={}, checks={})
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert rows[:9] == [
+        "| metric | `main` | this branch | change |",
+        "| Accuracy, pretrained - scratch | +5.5 pp (95% CI 2.3 to 8.8) | +8.2 pp (95% CI 4.9 to 11.4) | +2.7 pp |",
+        "| McNemar exact p | < 0.001 | 0.012 |  |",
+        "| Accuracy, pretrained | 86.1% | 85.7% (95% CI 82.4 to 88.5) | -0.4 pp |",
+        "| Accuracy, scratch | 80.6% | 77.5% | -3.1 pp |",
+        "| Balanced accuracy, pretrained - scratch | +7.7 pp | +9.5 pp | +1.8 pp |",
+        "| Balanced accuracy, pretrained | 81.2% | 80.5% | -0.7 pp |",
+        "| Balanced accuracy, scratch | 73.6% | 71.0% | -2.6 pp |",
+        "| Majority-class accuracy (baseline) | - | 68.8% |  |",
+    ]
+    # timings and the study's metrics come after, folded; unchanged ones and the table's own keys not at all
+    assert "<details><summary>3 other metrics changed" in text and text.endswith("</details>\n")
+    assert rows[9:] == [
+        "| Path | Metric | `main` | this branch | Change |",
+        "| metrics/comparison.json | train_seconds | -39.28 | 18.2 | 57.48 |",
+        "| metrics/pretrained.json | train_seconds | 445.31 | 246.7 | -198.61 |",
+        "| study/metrics/summary.json | 100pct.accuracy_diff | 0.0654 | 0.07 | 0.0046 |",
+    ]
+
+
+def test_pr_comment_leaves_out_rows_no_metrics_file_has():
+    diff = {"metrics/scratch.json": {"accuracy": entry(0.8, 0.7)}}
+    rows = pr_comment(base="main", metrics_diff=diff, verdicts={}, checks={}).splitlines()
+    assert "| Accuracy, scratch | 80.0% | 70.0% | -10.0 pp |" in rows
+    assert not any(row.startswith(("| Accuracy, pretrained", "| McNemar", "<details>")) for row in rows)
+
+
+def test_pr_comment_holds_the_verdicts_and_the_checks():
     verdict = "# Verdict: fine-tune or train from scratch?\n\n**Fine-tune**: ...\n\n![curve](val_accuracy.png)\n"
     text = pr_comment(
         base="main", metrics_diff=DIFF, verdicts={"reports/verdict.md": verdict, "study/reports/verdict.md": None},
@@ -249,14 +369,14 @@ def test_pr_comment_holds_the_metrics_diff_the_verdicts_and_the_checks():
     )  # fmt: skip
     assert text.startswith(MARKER + "\n## transfer-vs-scratch: results of this pull request")
     assert "tests: **passed** · quick pipeline: **FAILED**" in text
-    assert "### Metrics compared with `main`\n\n| Path" in text and "| metrics/comparison.json | accuracy |" in text
+    assert "### Metrics compared with `main`\n\n| metric | `main` | this branch | change |" in text
     assert "#### Verdict: fine-tune or train from scratch?" in text  # nested under the comment's headings
     assert "![curve](https://github.com/o/r/raw/abc123/reports/val_accuracy.png)" in text
     assert "`study/reports/verdict.md` is not in this branch" in text
 
 
 def test_pr_comment_says_so_when_no_metric_changed():
-    text = pr_comment(base="main", metrics_diff="\n", verdicts={}, checks={})
+    text = pr_comment(base="main", metrics_diff={}, verdicts={}, checks={})
     assert "No metric differs from `main`" in text
 
 
@@ -272,76 +392,12 @@ def test_pr_comment_command_writes_the_file_the_workflow_posts(tmp_path: Path, m
     monkeypatch.chdir(tmp_path)
     Path("reports").mkdir()
     Path("reports/verdict.md").write_text("# Verdict\n\n![p](val_accuracy.png)\n")
-    Path("diff.md").write_text(DIFF)
-    main(["--base", "main", "--diff", "diff.md", "--verdict", "reports/verdict.md", "--check", "tests=success",
+    Path("diff.json").write_text(json.dumps(DIFF))
+    main(["--base", "main", "--diff", "diff.json", "--verdict", "reports/verdict.md", "--check", "tests=success",
           "--image-base", "https://github.com/o/r/raw/abc", "--out", "comment.md"])  # fmt: skip
     text = Path("comment.md").read_text()
     assert "![p](https://github.com/o/r/raw/abc/reports/val_accuracy.png)" in text and "tests: **passed**" in text
-
-
-WORKFLOW = PROJECT / ".github" / "workflows" / "pull-request.yml"
-
-
-def workflow_step(job: str, needle: str) -> dict:
-    """The step of ``job`` whose ``run`` script contains ``needle``."""
-    steps = yaml.safe_load(WORKFLOW.read_text())["jobs"][job]["steps"]
-    return next(step for step in steps if needle in step.get("run", ""))
-
-
-def shell_words(step: dict, program: str, env: dict[str, str]) -> list[str]:
-    """The arguments after ``program`` on the line of ``step`` that runs it, variables expanded."""
-    script = step["run"].replace("\\\n", " ")
-    line = next(line for line in script.splitlines() if program in line)
-    words = shlex.split(line.split(program, 1)[1])
-    return [re.sub(r"\$(\w+)", lambda m: env[m.group(1)], word) for word in words]
-
-
-def declared_outputs(dvc_yaml: Path) -> set[str]:
-    """The output paths of ``dvc_yaml``'s stages, relative to the project root."""
-    prefix = "" if dvc_yaml.parent == PROJECT else dvc_yaml.parent.relative_to(PROJECT).as_posix() + "/"
-    found = set()
-    for stage in yaml.safe_load(dvc_yaml.read_text())["stages"].values():
-        for entry in (e for key in ("outs", "metrics", "plots") for e in stage.get(key, [])):
-            found.add(prefix + (next(iter(entry)) if isinstance(entry, dict) else entry))
-    return found
-
-
-def test_the_workflows_comment_command_runs_and_posts_the_file_it_writes(tmp_path: Path, monkeypatch):
-    step = workflow_step("comment", "python -m tvs.pr")
-    env = {"RUNNER_TEMP": str(tmp_path / "runner"), "BASE": "main", "TESTS": "success", "QUICK": "failure",
-           "IMAGES": "https://github.com/o/r/raw/abc"}  # fmt: skip
-    assert set(step["env"]) == {"BASE", "TESTS", "QUICK", "IMAGES"}
-    args = shell_words(step, "python -m tvs.pr", env)
-    verdicts = [args[i + 1] for i, arg in enumerate(args) if arg == "--verdict"]
-    assert set(verdicts) <= declared_outputs(PROJECT / "dvc.yaml") | declared_outputs(PROJECT / "study" / "dvc.yaml")
-
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "runner").mkdir()
-    (tmp_path / "runner" / "metrics-diff.md").write_text(DIFF)
-    for verdict in verdicts:
-        Path(verdict).parent.mkdir(parents=True, exist_ok=True)
-        Path(verdict).write_text(f"# Verdict of {verdict}\n\n![p](plot.png)\n")
-    main(args)  # the workflow's own command line: a renamed or removed option fails here
-    comment = (tmp_path / "runner" / "comment.md").read_text()
-    assert "tests: **passed** · quick pipeline: **FAILED**" in comment and "| metrics/comparison.json |" in comment
-    for verdict in verdicts:
-        assert f"#### Verdict of {verdict}" in comment
-        assert f"![p](https://github.com/o/r/raw/abc/{Path(verdict).parent.as_posix()}/plot.png)" in comment
-
-    post = workflow_step("comment", "gh pr comment")
-    body = shell_words(post, "gh pr comment", {**env, **{k: "1" for k in post["env"]}})
-    assert body[body.index("--body-file") + 1] == args[args.index("--out") + 1]  # it posts what tvs.pr wrote
-
-
-def test_the_workflows_quick_pipeline_sets_params_that_exist():
-    args = shell_words(workflow_step("quick-pipeline", "dvc exp run"), "dvc exp run", {})
-    overrides = dict(args[i + 1].split("=", 1) for i, arg in enumerate(args) if arg == "-S")
-    assert overrides  # a renamed key in params.yaml is refused below, as `dvc exp run -S` would not notice
-    params = load_params(PROJECT / "params.yaml", overrides={k: yaml.safe_load(v) for k, v in overrides.items()})
-    assert params.train.epochs == 1
-
-
-def test_the_workflows_test_job_runs_the_ci_script():
-    step = workflow_step("test", ".ci/run")
-    assert step["run"].strip() == ".ci/run"
-    assert os.access(PROJECT / ".ci" / "run", os.X_OK)
+    assert "| Accuracy, scratch | 80.6% | 77.5% | -3.1 pp |" in text
+    Path("diff.json").write_text("")  # `dvc metrics diff` with nothing to compare
+    main(["--base", "main", "--diff", "diff.json", "--out", "comment.md"])
+    assert "No metric differs from `main`" in Path("comment.md").read_text()

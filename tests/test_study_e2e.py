@@ -69,7 +69,8 @@ def test_1_the_study_trains_every_cell_on_nested_subsets_and_writes_its_verdict(
     verdict = (study / "reports" / "verdict.md").read_text()
     assert verdict.startswith("# Verdict of the data-efficiency study")
     assert "**Inconclusive**: one seed gives no confidence interval" in verdict  # said plainly
-    assert "](data_efficiency.png)" in verdict
+    assert "](data_efficiency.png)" in verdict and "| Majority-class baseline (test) | 50.0%" in verdict
+    assert summary["majority_accuracy"] == 0.5  # 3 test images per class
     assert (study / "reports" / "data_efficiency.png").read_bytes().startswith(b"\x89PNG")
     run_ok(["git", "add", "-A"], repo)
     run_ok(["git", "commit", "-qm", "study results, one seed"], repo)
@@ -98,8 +99,9 @@ def test_3_adding_a_fraction_leaves_every_existing_cell_up_to_date(repo: Path):
 
 
 def test_4_the_pull_request_comment_holds_the_real_metrics_diff_and_the_verdict(repo: Path):
-    diff = dvc(repo, "metrics", "diff", "HEAD", "--md")
-    assert "study/metrics/summary.json" in diff and "seeds" in diff
+    out = dvc(repo, "metrics", "diff", "HEAD", "--all", "--json")  # the workflow's command (stdout and stderr)
+    diff = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
+    assert "seeds" in diff["study/metrics/summary.json"]
     verdict = (repo / "study" / "reports" / "verdict.md").read_text()
     text = pr_comment(
         base="main", metrics_diff=diff, verdicts={"study/reports/verdict.md": verdict}, checks={"tests": "success"},
@@ -110,14 +112,19 @@ def test_4_the_pull_request_comment_holds_the_real_metrics_diff_and_the_verdict(
     assert "(https://github.com/o/r/raw/abc/study/reports/data_efficiency.png)" in text
 
 
-def test_5_the_main_evaluate_writes_the_verdict_and_its_plot_from_real_checkpoints(repo: Path):
+def test_5_the_main_evaluate_and_verdict_write_the_verdict_and_its_plot_from_real_checkpoints(repo: Path):
     assert "evaluate" in dvc(repo, "stage", "list")  # the main dvc.yaml, with its new outputs, parses
     models = repo / "study" / "models"
     run_ok(
         [sys.executable, "src/stages/evaluate.py", "--data", "data/prepared", "--pretrained",
          str(models / "1.0-pretrained-0"), "--scratch", str(models / "1.0-scratch-0"), "--metrics", "metrics",
-         "--eval-dir", "eval", "--verdict", "reports/verdict.md", "--curve-plot", "reports/val_accuracy.png",
-         "--resamples", "200"],
+         "--eval-dir", "eval", "--set", "evaluate.resamples=200"],
+        repo,
+    )  # fmt: skip
+    run_ok(
+        [sys.executable, "src/stages/verdict.py", "--metrics", "metrics", "--pretrained",
+         str(models / "1.0-pretrained-0" / "meta.json"), "--scratch", str(models / "1.0-scratch-0" / "meta.json"),
+         "--verdict", "reports/verdict.md", "--curve-plot", "reports/val_accuracy.png"],
         repo,
     )  # fmt: skip
     comparison = json.loads((repo / "metrics" / "comparison.json").read_text())
@@ -125,4 +132,5 @@ def test_5_the_main_evaluate_writes_the_verdict_and_its_plot_from_real_checkpoin
     assert comparison["time_to_accuracy"]["target_fraction_of_best"] == 0.95
     verdict = (repo / "reports" / "verdict.md").read_text()
     assert "12 training images (6 per class)" in verdict and "](val_accuracy.png)" in verdict
+    assert "Baseline: predicting the majority class" in verdict and "Majority-class baseline (test)" in verdict
     assert (repo / "reports" / "val_accuracy.png").read_bytes().startswith(b"\x89PNG")

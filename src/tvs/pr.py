@@ -1,22 +1,139 @@
-"""The pull-request comment: `dvc metrics diff <base> --md`, the verdict(s) and the checks' outcomes.
+"""The pull-request comment: the metrics that decide the verdict, the verdict(s) and the checks' outcomes.
 
 The workflow in ``.github/workflows/pull-request.yml`` runs::
 
-    python -m tvs.pr --base main --diff diff.md --verdict reports/verdict.md \\
+    dvc metrics diff origin/main --all --json > diff.json
+    python -m tvs.pr --base main --diff diff.json --verdict reports/verdict.md \\
         --verdict study/reports/verdict.md --check tests=success --out comment.md
 
-and posts ``comment.md`` with the GitHub CLI (``gh pr comment --edit-last --create-if-none``).
+and posts ``comment.md`` with the GitHub CLI (``gh pr comment --edit-last --create-if-none``). The comment
+leads with the few numbers the verdict rests on (the accuracy difference with its CI and McNemar p, each
+arm's accuracy and balanced accuracy); every other metric that changed (timings, counts, the study's
+summary) follows, folded away. This module imports only the standard library: the comment job installs
+nothing but DVC.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 MARKER = "<!-- tvs: pull-request report -->"
 OUTCOMES = {"success": "passed", "failure": "FAILED", "cancelled": "cancelled", "skipped": "skipped"}
+
+# `dvc metrics diff --json`: metrics file -> flattened key -> {"old": ..., "new": ..., "diff": ...}
+MetricsDiff = Mapping[str, Mapping[str, Mapping[str, object]]]
+COMPARISON, PRETRAINED, SCRATCH = "metrics/comparison.json", "metrics/pretrained.json", "metrics/scratch.json"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the decisive table: where its value is, and how to show it."""
+
+    label: str
+    path: str
+    key: str
+    kind: str  # "difference" (points), "accuracy" (percent) or "p"
+    ci: tuple[str, str] | None = None  # the keys of its CI, in the same file
+
+
+DECISIVE = (
+    Row("Accuracy, pretrained - scratch", COMPARISON, "accuracy", "difference",
+        ("significance.accuracy_diff_ci_low", "significance.accuracy_diff_ci_high")),
+    Row("McNemar exact p", COMPARISON, "significance.mcnemar_p", "p"),
+    Row("Accuracy, pretrained", PRETRAINED, "accuracy", "accuracy", ("accuracy_ci_low", "accuracy_ci_high")),
+    Row("Accuracy, scratch", SCRATCH, "accuracy", "accuracy", ("accuracy_ci_low", "accuracy_ci_high")),
+    Row("Balanced accuracy, pretrained - scratch", COMPARISON, "balanced_accuracy", "difference"),
+    Row("Balanced accuracy, pretrained", PRETRAINED, "balanced_accuracy", "accuracy"),
+    Row("Balanced accuracy, scratch", SCRATCH, "balanced_accuracy", "accuracy"),
+    Row("Majority-class accuracy (baseline)", COMPARISON, "majority_accuracy", "accuracy"),
+)  # fmt: skip
+# Restated in the table above (comparison.json's `accuracy` is the same difference) or used to label it.
+SHOWN_ELSEWHERE = {(COMPARISON, "significance.accuracy_diff"), (COMPARISON, "significance.confidence")}
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _points(value: float, signed: bool) -> str:
+    return f"{100 * value:+.1f} pp" if signed else f"{100 * value:.1f}"
+
+
+def _shown(row: Row, values: Mapping[str, object], confidence: float | None) -> str:
+    """A value of ``row`` on one side of the diff, with its CI when the metrics file has one."""
+    value = _number(values.get(row.key))
+    if value is None:
+        return "-"
+    if row.kind == "p":
+        return "< 0.001" if value < 0.001 else f"{value:.3f}"
+    text = _points(value, signed=True) if row.kind == "difference" else f"{100 * value:.1f}%"
+    low, high = (_number(values.get(key)) for key in row.ci) if row.ci else (None, None)
+    if low is not None and high is not None:
+        level = f"{100 * confidence:.0f}% CI" if confidence else "CI"
+        text += f" ({level} {_points(low, False)} to {_points(high, False)})"
+    return text
+
+
+def _change(row: Row, old: Mapping[str, object], new: Mapping[str, object]) -> str:
+    before, after = _number(old.get(row.key)), _number(new.get(row.key))
+    if row.kind == "p" or before is None or after is None:
+        return ""
+    return _points(after - before, signed=True)
+
+
+def _side(diff: MetricsDiff, path: str, side: str) -> dict[str, object]:
+    return {key: entry.get(side) for key, entry in diff.get(path, {}).items()}
+
+
+def decisive_table(diff: MetricsDiff, base: str) -> list[str]:
+    """The rows the verdict rests on, base against this branch; a row no metrics file has is left out."""
+    sides = {side: {path: _side(diff, path, side) for path in (COMPARISON, PRETRAINED, SCRATCH)}
+             for side in ("old", "new")}  # fmt: skip
+    confidence = {side: _number(sides[side][COMPARISON].get("significance.confidence")) for side in sides}
+    lines = [f"| metric | `{base}` | this branch | change |", "|---|---|---|---|"]
+    for row in DECISIVE:
+        old, new = sides["old"][row.path], sides["new"][row.path]
+        if row.key not in old and row.key not in new:
+            continue
+        cells = (_shown(row, old, confidence["old"]), _shown(row, new, confidence["new"]), _change(row, old, new))
+        lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
+    return lines if len(lines) > 2 else []
+
+
+def _raw(value: object) -> str:
+    number = _number(value)
+    return "-" if value is None else f"{number:.5g}" if number is not None else str(value)
+
+
+def other_changes(diff: MetricsDiff) -> list[str]:
+    """Every metric that changed and is not in the decisive table, as ``dvc metrics diff`` shows it."""
+    shown = {(row.path, key) for row in DECISIVE for key in (row.key, *(row.ci or ()))} | SHOWN_ELSEWHERE
+    lines = []
+    for path, metrics in sorted(diff.items()):  # the main pipeline's metrics/ before study/
+        for key, entry in sorted(metrics.items()):
+            if (path, key) in shown or entry.get("old") == entry.get("new"):
+                continue
+            cells = (path, key, _raw(entry.get("old")), _raw(entry.get("new")), _raw(entry.get("diff")))
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def metrics_section(diff: MetricsDiff, base: str) -> list[str]:
+    """The comment's metrics: the decisive table first, every other change folded under it."""
+    decisive, others = decisive_table(diff, base), other_changes(diff)
+    if not decisive and not others:
+        return [f"No metric differs from `{base}` (committed metrics files, `dvc metrics diff`)."]
+    lines = decisive or [f"The main pipeline's metrics files are in neither `{base}` nor this branch."]
+    if others:
+        lines += ["", f"<details><summary>{len(others)} other metrics changed (timings, counts, the study)</summary>",
+                  "", f"| Path | Metric | `{base}` | this branch | Change |", "|---|---|---|---|---|", *others,
+                  "", "</details>"]  # fmt: skip
+    return lines
 
 
 def demote_headings(markdown: str, levels: int = 2) -> str:
@@ -37,7 +154,7 @@ def absolute_images(markdown: str, base_url: str | None) -> str:
 def pr_comment(
     *,
     base: str,
-    metrics_diff: str,
+    metrics_diff: MetricsDiff,
     verdicts: Mapping[str, str | None],
     checks: Mapping[str, str],
     image_base_urls: Mapping[str, str] | None = None,
@@ -46,7 +163,7 @@ def pr_comment(
 
     Args:
         base: the branch the pull request goes into.
-        metrics_diff: the output of ``dvc metrics diff <base> --md`` (empty: nothing changed).
+        metrics_diff: the parsed output of ``dvc metrics diff <base> --all --json``.
         verdicts: verdict path -> its Markdown (``None``: not in this branch).
         checks: check name -> GitHub step outcome (``success``, ``failure``, ...).
         image_base_urls: verdict path -> URL of its folder, for the plots it embeds.
@@ -55,9 +172,7 @@ def pr_comment(
     if checks:
         lines.append(" · ".join(f"{name}: **{OUTCOMES.get(outcome, outcome)}**" for name, outcome in checks.items()))
         lines.append("")
-    lines += [f"### Metrics compared with `{base}`", ""]
-    diff = metrics_diff.strip()
-    lines.append(diff if diff else f"No metric differs from `{base}` (committed metrics files, `dvc metrics diff`).")
+    lines += [f"### Metrics compared with `{base}`", "", *metrics_section(metrics_diff, base)]
     for path, verdict in verdicts.items():
         lines += ["", f"### Verdict (`{path}`)", ""]
         if verdict is None or not verdict.strip():
@@ -72,10 +187,16 @@ def _read_optional(path: Path) -> str | None:
     return path.read_text() if path.is_file() else None
 
 
+def read_diff(path: Path) -> dict:
+    """``dvc metrics diff --json``'s output; an absent or empty file is no difference."""
+    text = (_read_optional(path) or "").strip()
+    return json.loads(text) if text else {}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="the branch the pull request goes into")
-    parser.add_argument("--diff", type=Path, required=True, help="file holding `dvc metrics diff <base> --md`")
+    parser.add_argument("--diff", type=Path, required=True, help="file holding `dvc metrics diff <base> --all --json`")
     parser.add_argument("--verdict", type=Path, action="append", default=[], help="a verdict.md (repeatable)")
     parser.add_argument("--check", action="append", default=[], metavar="NAME=OUTCOME", help="a check's outcome")
     parser.add_argument("--image-base", default=None, help="URL of the repository tree at this commit, for plots")
@@ -87,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         urls = {str(v): f"{args.image_base.rstrip('/')}/{v.parent.as_posix()}" for v in args.verdict}
     text = pr_comment(
         base=args.base,
-        metrics_diff=_read_optional(args.diff) or "",
+        metrics_diff=read_diff(args.diff),
         verdicts={str(v): _read_optional(v) for v in args.verdict},
         checks=checks,
         image_base_urls=urls,
