@@ -192,7 +192,10 @@ def test_training_trains_on_the_nested_subset_of_train_fraction_and_records_its_
     data = load_prepared(tmp_path / "prep")
     assert meta["train_images"] == 6 == training_sizes(data.manifest, 0.5)[0]
     assert meta["params"]["data"]["train_fraction"] == 0.5
-    assert "scratch: tf_efficientnet_lite0, 6 train / 6 val images, 2 classes, adamw lr 0.003, cpu, fp32" in caplog.messages
+    assert (
+        "scratch: tf_efficientnet_lite0, 6 train / 6 val images, 2 classes, adamw lr 0.003, cpu, fp32"
+        in caplog.messages
+    )
     rows, _ = training_subset(data, 0.5, half.seed).split("train")
     subset = sorted(key(image) for image in normalised(data.images[rows], half.model.arch))
     assert sorted(key(image) for batch in training_inputs for image in batch) == subset

@@ -1,0 +1,77 @@
+"""The README's commands, literally, in a fresh shell: no venv on PATH, no PYTHONPATH, nothing the
+test suite's own environment provides. A green suite once hid that the README's own-data commands
+failed with ``No module named 'tvs'``."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import PIPELINE_FILES, PROJECT, write_imagefolder, write_params
+
+pytestmark = pytest.mark.e2e
+
+
+def readme_block(heading: str, first_line: str) -> str:
+    """The ```bash block under ``heading`` of the README that starts with ``first_line``."""
+    readme = (PROJECT / "README.md").read_text()
+    section = readme.split(f"\n{heading}\n", 1)[1].split("\n## ", 1)[0]
+    for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S):
+        if block.startswith(first_line):
+            return block
+    raise AssertionError(f"README.md: no bash block starting {first_line!r} under {heading!r}")
+
+
+def fresh_shell(script: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``script`` in ``bash`` with a login-like environment: a bare PATH, HOME and a git identity only."""
+    env = {
+        "HOME": os.environ["HOME"],
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "GIT_AUTHOR_NAME": "u", "GIT_AUTHOR_EMAIL": "u@example.com",
+        "GIT_COMMITTER_NAME": "u", "GIT_COMMITTER_EMAIL": "u@example.com",
+    }  # fmt: skip
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture
+def clone(tmp_path: Path) -> Path:
+    """A fresh checkout of the project, with tiny params, after the set-up (the venv, the plots page)."""
+    root = tmp_path / "project"
+    for rel in (*PIPELINE_FILES, "README.md", "data/raw.dvc", "data/.gitignore"):
+        if (PROJECT / rel).exists():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(PROJECT / rel, root / rel)
+    shutil.copytree(PROJECT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    write_params(root / "params.yaml", train={"batch_size": 2})  # data.train_fraction=0.1 leaves 2 images
+    (root / ".venv").symlink_to(PROJECT / ".venv")  # what `make setup` made, without installing it again
+    setup = "git init -q -b main && .venv/bin/python -m tvs.plots_page .dvc/plots_template.html"
+    setup += " && git add -A && git commit -qm clone"
+    assert fresh_shell(setup, root).returncode == 0
+    return root
+
+
+def test_the_readmes_own_data_and_experiment_commands_work_as_written_in_a_fresh_shell(clone: Path, tmp_path: Path):
+    images = write_imagefolder(tmp_path / "my_images", {"cats": 10, "dogs": 10})
+    own_data = readme_block("## Bringing your own data", "rm -rf data/raw")
+    assert "/path/to/my_images" in own_data
+    done = fresh_shell(own_data.replace("/path/to/my_images", str(images)), clone)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (clone / "metrics" / "comparison.json").is_file()
+
+    # Every line of the block but two of its three `dvc exp run`s (each retrains; one shows the way).
+    experiments = readme_block("### Experiments and pull requests", "source .venv/bin/activate").splitlines()
+    lines = [line for line in experiments if not line.startswith(("dvc exp run -S lr=", "dvc exp run -S data."))]
+    assert len(lines) == len(experiments) - 2 and any(line.startswith("dvc exp run") for line in lines)
+    done = fresh_shell("\n".join(lines), clone)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "No module named" not in done.stderr
+    assert "| Path" in done.stdout  # the Markdown table of `dvc metrics diff main --md`
+    assert (clone / "dvc_plots" / "index.html").is_file()  # `dvc plots show`
