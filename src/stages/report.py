@@ -1,11 +1,14 @@
 """DVC stage `report` of the study (study/dvc.yaml): every cell -> summary metrics, the curve, the verdict."""
 
 import argparse
+import sys
 from pathlib import Path
 
-from tvs.cli import run_stage
-from tvs.io import check_output_paths
-from tvs.study.params import load_study_params
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this working copy's package, not an installed one
+
+from tvs.cli import run_stage  # noqa: E402
+from tvs.io import check_output_paths  # noqa: E402
+from tvs.study.params import load_study_params  # noqa: E402
 
 
 def main() -> None:

@@ -6,12 +6,15 @@ restoring from it.
 """
 
 import argparse
+import sys
 from pathlib import Path
 
-from tvs.cli import run_stage
-from tvs.config import load_params
-from tvs.evaluate.stats import EvidenceSettings
-from tvs.io import check_output_paths
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this working copy's package, not an installed one
+
+from tvs.cli import run_stage  # noqa: E402
+from tvs.config import load_params  # noqa: E402
+from tvs.evaluate.stats import EvidenceSettings  # noqa: E402
+from tvs.io import check_output_paths  # noqa: E402
 
 
 def main() -> None:
