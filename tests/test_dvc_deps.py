@@ -126,6 +126,7 @@ def test_output_roots_come_from_dvc_yaml():
         "models/pretrained",
         "models/scratch",
         "reports",
+        "reports/plots",
     )
     assert output_roots(PROJECT / "study" / "dvc.yaml") == ("dvclive", "eval", "metrics", "models", "reports")
 

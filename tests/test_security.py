@@ -20,7 +20,7 @@ from .stage_runner import empty_project, make_project, one_line_error, run_stage
 # Where the project's dvc.yaml declares outputs: the only places its stages may write.
 ALLOWED = (
     "data/prepared/, dvclive/pretrained/, dvclive/scratch/, eval/, metrics/, models/pretrained/, models/scratch/, "
-    "reports/"
+    "reports/, reports/plots/"
 )
 
 

@@ -1,4 +1,5 @@
-"""DVC stage `verdict`: what `evaluate` measured -> reports/verdict.md and its validation-accuracy plot.
+"""DVC stage `verdict`: what `evaluate` measured -> reports/verdict.md, its validation-accuracy plot, and
+the small plot sources `dvc plots` reads from git (reports/plots/<arm>/: per-epoch curves, test confusion).
 
 A stage of its own, not part of `evaluate`: DVC keeps no run-cache for a stage with a `cache: false`
 output that is neither a metric nor a plot (the Markdown verdict), and scoring is the part worth
@@ -25,8 +26,12 @@ def main() -> None:
     parser.add_argument("--scratch", type=Path, required=True, help="the scratch arm's checkpoint sidecar")
     parser.add_argument("--verdict", type=Path, required=True, help="write the verdict (Markdown) here")
     parser.add_argument("--curve-plot", type=Path, default=None, help="PNG of val accuracy vs seconds, for the verdict")
+    parser.add_argument("--eval-dir", type=Path, default=None, help="folder of evaluate's <arm>/predictions.csv")
+    parser.add_argument("--plots-dir", type=Path, default=None, help="write <arm>/<curve>.tsv, <arm>/confusion.json")
     args = parser.parse_args()
-    check_output_paths(verdict=args.verdict, curve_plot=args.curve_plot)
+    if args.plots_dir is not None and args.eval_dir is None:
+        parser.error("--plots-dir needs --eval-dir (the confusion comes from evaluate's predictions)")
+    check_output_paths(verdict=args.verdict, curve_plot=args.curve_plot, plots_dir=args.plots_dir)
     params = load_params(args.params)
     # matplotlib loads after the checks, so that --help and bad params answer at once
     from tvs.verdict.pair import write_verdict
@@ -37,6 +42,8 @@ def main() -> None:
         settings=EvidenceSettings.from_config(params.evaluate),
         verdict_path=args.verdict,
         curve_path=args.curve_plot,
+        plots_dir=args.plots_dir,
+        eval_dir=args.eval_dir,
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from tvs.evaluate.stats import EvidenceSettings, target_accuracy
 from tvs.io import read_json, write_text
+from tvs.verdict.curves import write_plot_sources
 from tvs.verdict.plots import plot_val_curves
 from tvs.verdict.rules import (
     ARM_ACTION,
@@ -216,13 +217,24 @@ def write_verdict(
     settings: EvidenceSettings,
     verdict_path: Path,
     curve_path: Path | None,
+    plots_dir: Path | None = None,
+    eval_dir: Path | None = None,
 ) -> None:
-    """The stage's worker: read what ``evaluate`` wrote and the arms' checkpoint sidecars, write the verdict."""
+    """The stage's worker: read what ``evaluate`` wrote and the arms' checkpoint sidecars, write the verdict.
+
+    With ``plots_dir`` it also writes the plot sources kept in git (:mod:`~tvs.verdict.curves`), the
+    confusion from ``eval_dir``'s per-image predictions.
+    """
+    if plots_dir is not None and eval_dir is None:
+        raise ValueError("plot sources need evaluate's predictions: give eval_dir with plots_dir")
     metrics = {arm: read_json(Path(metrics_dir) / f"{arm}.json") for arm in sidecars}
     comparison = read_json(Path(metrics_dir) / "comparison.json")
     metas = {arm: read_json(path) for arm, path in sidecars.items()}
+    histories = {arm: meta["history"] for arm, meta in metas.items()}
     write_pair_report(
         verdict_path=verdict_path, curve_path=curve_path, metrics=metrics, comparison=comparison,
-        histories={arm: meta["history"] for arm, meta in metas.items()}, settings=settings,
+        histories=histories, settings=settings,
         train_images=metas["pretrained"]["train_images"], classes=len(metas["pretrained"]["classes"]),
     )  # fmt: skip
+    if plots_dir is not None:
+        write_plot_sources(plots_dir, histories, eval_dir)
