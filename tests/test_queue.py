@@ -1,0 +1,46 @@
+"""Many runs at once on DVC's own queue: `dvc exp run --queue` and `dvc queue start -j 2`."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from .conftest import dvc
+
+pytestmark = pytest.mark.e2e
+
+
+def wait_for_queue(root, expected: int, timeout: float = 420) -> str:
+    """Poll `dvc queue status` until ``expected`` tasks are done (success or failure); its last output."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = dvc(root, "queue", "status")
+        if status.count("Success") + status.count("Failed") >= expected:
+            return status
+        time.sleep(2)
+    raise AssertionError(f"the queue did not finish in {timeout} s:\n{status}")
+
+
+def test_two_workers_run_every_queued_experiment_and_none_is_lost_or_mixed(dvc_repo):
+    root = dvc_repo("queue2")
+    dvc(root, "repro")  # the baseline; each experiment then retrains the scratch arm only
+    mults = ["2", "3", "4"]
+    for mult in mults:
+        dvc(root, "exp", "run", "--queue", "-n", f"x{mult}", "-S", f"scratch.lr_mult={mult}")
+    dvc(root, "queue", "start", "-j", "2")
+    status = wait_for_queue(root, len(mults))
+    assert status.count("Success") == len(mults), status
+    shown = json.loads(dvc(root, "exp", "show", "--json", "--no-fetch"))
+    runs = {
+        rev["name"]: (rev["data"]["params"]["params.yaml"]["data"]["scratch"]["lr_mult"], rev["data"]["metrics"])
+        for row in shown
+        for exp in row.get("experiments") or []
+        for rev in exp["revs"]
+    }
+    assert set(runs) == {f"x{mult}" for mult in mults}  # none lost
+    for name, (mult, metrics) in runs.items():
+        assert float(name.removeprefix("x")) == mult  # each result under its own params: none mixed
+        assert metrics["metrics/comparison.json"]["data"]["accuracy"] is not None
+        assert "metrics/pretrained.json" in metrics and "metrics/scratch.json" in metrics

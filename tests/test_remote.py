@@ -1,0 +1,152 @@
+"""Sharing results through a DVC remote and its run-cache, with real DVC, between clones of one repo.
+
+Clone A trains the main pipeline and half of a tiny study (2 fractions x 1 seed), then `dvc push
+--run-cache`: the outputs and the records of the runs. A's results are not committed, so a clone
+has no `dvc.lock` to pull by: what it gets back without training, it gets from the run-cache with
+`dvc repro --pull` (which pulls the run records, the missing dependencies and each restored
+stage's outputs; a bare `dvc pull` finds nothing to check out without a lock file).
+
+What crosses machines: a stage whose outputs are all in DVC's cache (the training stages, every
+study cell). A stage with a `cache: false` output runs again: with one under `outs` DVC keeps no
+run record at all (verdict, report), and the copy of a `cache: false` metric that a run record
+points to stays in the local cache, since `dvc push` sends only the workspace's cached outputs
+(prepare and evaluate: seconds of work, deterministic, so the metrics still match).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import ENV, dvc, ran_stages, run_ok
+from .test_study_e2e import TINY_STUDY, cells
+
+pytestmark = pytest.mark.e2e
+
+STUDY = {**TINY_STUDY, "min_steps": 0}  # one epoch per cell: the run-cache, not the budget rule, is tested here
+FIRST_HALF, SECOND_HALF = STUDY["fractions"]
+TRAINING = {"train_pretrained", "train_scratch"}
+
+
+def restored_stages(output: str) -> set[str]:
+    """The stages DVC restored from the run-cache, without a ``study/dvc.yaml:`` prefix."""
+    found = re.findall(r"Stage '([^']+)' is cached - skipping run, checking out outputs", output)
+    return {name.rsplit(":", 1)[-1] for name in found}
+
+
+def fully_cached_stages(dvc_yaml: Path) -> set[str]:
+    """The stages of ``dvc_yaml`` whose outputs (outs, metrics, plots) all live in DVC's cache."""
+
+    def cached(entry: str | dict) -> bool:
+        return isinstance(entry, str) or all(opts.get("cache", True) for opts in entry.values())
+
+    stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
+    return {
+        name
+        for name, stage in stages.items()
+        if all(cached(entry) for kind in ("outs", "metrics", "plots") for entry in stage.get(kind, []))
+    }
+
+
+def clone(origin: Path, dest: Path) -> Path:
+    """A fresh `git clone` of ``origin``: the same code and remote config, no DVC cache, no results."""
+    run_ok(["git", "clone", "-q", str(origin), str(dest)], origin.parent)
+    return dest
+
+
+def read_json(root: Path, pattern: str) -> dict[str, object]:
+    return {str(p.relative_to(root)): json.loads(p.read_text()) for p in sorted(root.glob(pattern))}
+
+
+@pytest.fixture(scope="module")
+def origin(dvc_repo, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Clone A: a shared-folder remote in its committed config; trains, pushes outputs and run-cache."""
+    repo = dvc_repo("remote-origin", study=STUDY)
+    dvc(repo, "remote", "add", "-d", "shared", str(tmp_path_factory.mktemp("shared-remote")))
+    run_ok(["git", "commit", "-qam", "the team's remote"], repo)
+    assert ran_stages(dvc(repo, "repro")) >= TRAINING
+    out = dvc(repo, "repro", "--glob", f"study/dvc.yaml:*@{FIRST_HALF}-*")  # the study's first half
+    assert ran_stages(out) == cells([FIRST_HALF], STUDY["seeds"])
+    dvc(repo, "push", "--run-cache")
+    return repo
+
+
+def assert_same_models(clone_dir: Path, origin: Path) -> None:
+    for arm in ("pretrained", "scratch"):
+        model = Path("models", arm, "model.safetensors")
+        assert (clone_dir / model).read_bytes() == (origin / model).read_bytes()
+
+
+def test_a_clone_restores_the_training_from_a_shared_folder_remote_without_running_it(origin: Path, tmp_path: Path):
+    b = clone(origin, tmp_path / "b")
+    out = dvc(b, "repro", "--pull")
+    restorable = fully_cached_stages(b / "dvc.yaml")
+    assert restorable >= TRAINING, "a training stage has a `cache: false` output: it cannot come from a remote"
+    assert restored_stages(out) == restorable
+    assert ran_stages(out) == set(yaml.safe_load((b / "dvc.yaml").read_text())["stages"]) - restorable
+    assert_same_models(b, origin)
+    assert read_json(b, "metrics/*.json") == read_json(origin, "metrics/*.json")
+    assert ran_stages(dvc(b, "repro")) == set()  # what was restored is recorded in B's own dvc.lock
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """A moto S3 server on a free 127.0.0.1 port with one empty bucket; test credentials for DVC."""
+    pytest.importorskip("dvc_s3", reason="dvc-s3 is not installed: pip install dvc-s3")
+    moto_server = pytest.importorskip(
+        "moto.server", reason="moto's server is not installed: pip install 'moto[server]'"
+    )
+    boto3 = pytest.importorskip("boto3", reason="boto3 (with moto) is not installed")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    keys = {"aws_access_key_id": creds["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": creds["AWS_SECRET_ACCESS_KEY"]}
+    boto3.client("s3", endpoint_url=url, **keys).create_bucket(Bucket="team-results")
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {**creds, "NO_PROXY": "127.0.0.1"}.items():
+            mp.setitem(ENV, key, value)
+        yield url
+    server.stop()
+
+
+def test_a_clone_restores_the_training_from_an_s3_remote_without_running_it(
+    origin: Path, s3_endpoint: str, tmp_path: Path
+):
+    dvc(origin, "remote", "add", "s3", "s3://team-results/tvs")
+    dvc(origin, "remote", "modify", "s3", "endpointurl", s3_endpoint)
+    run_ok(["git", "commit", "-qam", "an S3 remote beside the shared folder"], origin)
+    dvc(origin, "push", "--run-cache", "-r", "s3")
+    c = clone(origin, tmp_path / "c")
+    dvc(c, "remote", "default", "--local", "s3")  # this machine reads only from S3
+    # The training stages and what they need: the rest of the pipeline is the shared folder's test.
+    out = dvc(c, "repro", "--pull", *sorted(TRAINING))
+    assert (restored_stages(out), ran_stages(out)) == (TRAINING, {"prepare"})
+    assert_same_models(c, origin)
+
+
+def test_two_clones_each_train_half_the_study_and_a_third_pulls_the_whole_study_without_training(
+    origin: Path, tmp_path: Path
+):
+    seeds = STUDY["seeds"]
+    y = clone(origin, tmp_path / "y")
+    out = dvc(y, "repro", "--pull", "--glob", f"study/dvc.yaml:*@{SECOND_HALF}-*")  # the README's command
+    assert ran_stages(out) == {"prepare"} | cells([SECOND_HALF], seeds)  # prepare: its metric is `cache: false`
+    dvc(y, "push", "--run-cache")
+
+    z = clone(origin, tmp_path / "z")
+    out = dvc(z, "repro", "--pull", "study/dvc.yaml")
+    assert restored_stages(out) == cells(STUDY["fractions"], seeds)
+    assert ran_stages(out) == {"prepare", "report"}  # seconds: a `cache: false` output each (module docstring)
+    assert read_json(z, "study/eval/*/comparison.json") == {
+        **read_json(origin, "study/eval/*/comparison.json"),
+        **read_json(y, "study/eval/*/comparison.json"),
+    }
+    summary = json.loads((z / "study" / "metrics" / "summary.json").read_text())
+    assert {f"{round(100 * f)}pct" for f in STUDY["fractions"]} <= summary.keys()
