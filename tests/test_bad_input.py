@@ -199,12 +199,15 @@ def test_a_batch_larger_than_the_training_split_stops_training_before_any_work(i
     assert not (tmp_path / "m").exists() and not (tmp_path / "l").exists()
 
 
-def test_an_unknown_arch_stops_training_naming_the_valid_ones(imagefolder, tmp_path):
+def test_an_unknown_arch_stops_training_naming_the_closest_valid_ones(imagefolder, tmp_path):
     prepare(imagefolder, tmp_path)
     params = load_params(write_params(tmp_path / "arch.yaml", model={"arch": "vgg99"}))
     with pytest.raises(ConfigError) as err:
         train_arm(arm="scratch", data_dir=tmp_path / "prep", out=tmp_path / "m", params=params, live_dir=tmp_path / "l")
-    assert str(err.value) == "model.arch: unknown architecture 'vgg99'; valid: resnet18, tf_efficientnet_lite0"
+    assert str(err.value) == (
+        "model.arch: unknown architecture 'vgg99'; closest: timm:vgg19, torchvision:vgg19, timm:vgg19_bn "
+        "(any timm:<name> or torchvision:<name> classification model)"
+    )
     assert not (tmp_path / "m").exists() and not (tmp_path / "l").exists()
 
 
