@@ -1,11 +1,14 @@
 """DVC stages `train_pretrained` and `train_scratch`: one training code path, the arm as argument."""
 
 import argparse
+import sys
 from pathlib import Path
 
-from tvs.cli import run_stage
-from tvs.config import ARMS, load_params, parse_override
-from tvs.io import check_output_paths
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this working copy's package, not an installed one
+
+from tvs.cli import run_stage  # noqa: E402
+from tvs.config import ARMS, load_params, parse_override  # noqa: E402
+from tvs.io import check_output_paths  # noqa: E402
 
 
 def main() -> None:
@@ -26,10 +29,17 @@ def main() -> None:
     check_output_paths(out=args.out, live=args.live)
     params = load_params(args.params, overrides=dict(parse_override(item) for item in args.set))
     # torch and the package's heavy modules load after the checks, so that --help and bad params answer at once
+    from tvs.train.launch import inside_torchrun, launch, run_as_rank
+
+    if params.train.nproc > 1 and not inside_torchrun():
+        launch(params.train)  # this same command line, as train.nproc processes under torchrun's agent
+        return
     from tvs.train.worker import train_arm
 
-    train_arm(
-        arm=args.arm, data_dir=args.data, out=args.out, params=params, live_dir=args.live, min_steps=args.min_steps
+    run_as_rank(
+        lambda: train_arm(
+            arm=args.arm, data_dir=args.data, out=args.out, params=params, live_dir=args.live, min_steps=args.min_steps
+        )
     )
 
 

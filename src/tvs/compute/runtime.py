@@ -2,7 +2,10 @@
 
 Each is decided in exactly one function here and passed down as a :class:`Runtime`, never looked
 up in the middle of a loop. Under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is set up
-here and each rank takes its own shard of every batch order.
+here, each rank takes its own shard of every batch order and ``train.batch_size / WORLD_SIZE``
+images of every global batch (:func:`per_process_batch`), so that one step of N processes is one
+step of one process on the same ``train.batch_size`` images (DDP averages the gradients).
+:mod:`tvs.train.launch` starts the processes when the stage was not started under ``torchrun``.
 """
 
 from __future__ import annotations
@@ -42,11 +45,43 @@ class Runtime:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def shard(self, order: torch.Tensor) -> torch.Tensor:
-        """This rank's share of a permutation (equal-length shards, as DistributedSampler)."""
+        """This rank's share of a permutation (equal-length shards, as DistributedSampler).
+
+        Strided, so that batch k of every rank, ``per_process_batch`` images each, together hold
+        exactly the images of batch k of one process: positions ``k*B`` to ``(k+1)*B - 1`` of ``order``.
+        The last ``len(order) % world_size`` images of the order are left out of this epoch.
+        """
         if self.world_size == 1:
             return order
         usable = len(order) - len(order) % self.world_size
         return order[self.rank : usable : self.world_size]
+
+
+def per_process_batch(batch_size: int, processes: int) -> int:
+    """Each process's share of the global ``train.batch_size``; it must divide evenly."""
+    if batch_size % processes:
+        raise ConfigError(
+            f"train.batch_size: {batch_size} does not split evenly over {processes} processes (train.nproc, or "
+            f"torchrun's process count); each process takes an equal share of every batch: use a multiple "
+            f"of {processes}"
+        )
+    return batch_size // processes
+
+
+def check_processes(device: torch.device, processes: int) -> None:
+    """``processes`` on this machine need one GPU each on CUDA, and DDP needs them to be different GPUs."""
+    if processes == 1 or device.type != "cuda":
+        return
+    if processes > torch.cuda.device_count():
+        raise ConfigError(
+            f"train.nproc: {processes} processes on this machine but only {torch.cuda.device_count()} GPU(s) "
+            "are visible; each process needs its own GPU"
+        )
+    if device.index is not None and "LOCAL_RANK" not in os.environ:  # an explicit cuda:N, outside torchrun
+        raise ConfigError(
+            f"train.device: cuda:{device.index} names one GPU, but train.nproc: {processes} processes need one "
+            "each; use 'cuda' or 'auto'"
+        )
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -102,9 +137,9 @@ def _cpu_has_fast_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
-def configure_threads(num_threads: int) -> int:
-    """Use ``num_threads`` intra-op threads (0: one per core available to this process)."""
-    n = num_threads or len(os.sched_getaffinity(0))
+def configure_threads(num_threads: int, processes: int = 1) -> int:
+    """Use ``num_threads`` intra-op threads (0: this process's share of the cores, ``processes`` on this machine)."""
+    n = num_threads or max(1, len(os.sched_getaffinity(0)) // processes)
     torch.set_num_threads(n)
     return n
 
@@ -121,14 +156,16 @@ def make_runtime(config: TrainConfig) -> Runtime:
     """Decide device, precision, layout and process group for this process."""
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     rank = int(os.environ.get("RANK", 0))
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1))  # torchrun's processes on this machine
     device = resolve_device(config.device)
+    check_processes(device, local_processes)
     if world_size > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
     else:
-        configure_threads(config.num_threads)
+        configure_threads(config.num_threads, local_processes)
     return Runtime(
         device=device,
         amp_dtype=resolve_precision(config.precision, device),
@@ -139,9 +176,29 @@ def make_runtime(config: TrainConfig) -> Runtime:
 
 
 def wrap_model(model: nn.Module, runtime: Runtime, compile: bool) -> nn.Module:
-    """DDP under torchrun, then ``torch.compile`` if asked; the unwrapped model is what gets saved."""
+    """DDP under torchrun, then ``torch.compile`` if asked; the unwrapped model is what gets saved.
+
+    On CUDA, BatchNorm becomes SyncBatchNorm (in place: ``model`` keeps its keys), so that batch
+    statistics are those of the whole global batch, as in one process. torch has no SyncBatchNorm
+    on the CPU: there each rank normalises by the statistics of its own share of the batch, so N
+    processes on the CPU match one process closely, not exactly (tests/test_distributed.py).
+    """
     net = model
     if runtime.world_size > 1:
-        ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+        ids = None
+        if runtime.device.type == "cuda":
+            ids = [runtime.device.index]
+            sync_batchnorm(model)
         net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
     return torch.compile(net) if compile else net
+
+
+def sync_batchnorm(model: nn.Module) -> nn.Module:
+    """``model``, its BatchNorm layers replaced in place by SyncBatchNorm sharing their parameters and buffers.
+
+    timm's converter, not torch's: torch's turns timm's ``BatchNormAct2d`` (BatchNorm with its
+    activation inside) into a plain SyncBatchNorm and so drops the activation.
+    """
+    from timm.layers import convert_sync_batchnorm  # heavy; only where DDP runs on CUDA
+
+    return convert_sync_batchnorm(model)

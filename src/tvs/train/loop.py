@@ -86,7 +86,11 @@ def train_one_epoch(
         seen += len(y)
         if step % 20 == 0 and not torch.isfinite(loss).item():  # a sync every 20 steps, not every step
             raise TrainingDiverged(epoch, f"loss is {loss.item()} at epoch {epoch}, step {step}")
-    mean_loss = total_loss.item() / max(seen, 1)
+    totals = torch.stack([total_loss, correct.to(total_loss.dtype), torch.tensor(float(seen), device=runtime.device)])
+    if runtime.world_size > 1:  # every rank sees the whole epoch's figures, and stops on divergence alike
+        torch.distributed.all_reduce(totals)
+    total, right, seen = totals.tolist()
+    mean_loss = total / max(seen, 1)
     limit = EXPLODED * math.log(max(2, logits.shape[1]))
     if not math.isfinite(mean_loss):
         raise TrainingDiverged(epoch, f"mean training loss of epoch {epoch} is {mean_loss}")
@@ -94,7 +98,7 @@ def train_one_epoch(
         raise TrainingDiverged(
             epoch, f"mean training loss of epoch {epoch} is {mean_loss:.4g}, over {limit:.4g} ({EXPLODED:g} x ln C)"
         )
-    return EpochStats(mean_loss, correct.item() / max(seen, 1), time.perf_counter() - start)
+    return EpochStats(mean_loss, right / max(seen, 1), time.perf_counter() - start)
 
 
 def loss_accuracy(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:

@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from tvs.compute.runtime import make_runtime, seed_everything
+from tvs.compute.runtime import make_runtime, per_process_batch, seed_everything
 from tvs.config import Params, TrainConfig, to_dict
 from tvs.data.prepared import MANIFEST, PreparedData, load_prepared
 from tvs.data.split import training_subset
@@ -69,7 +69,8 @@ def train_arm(
     It trains on the nested subset of the training split for ``data.train_fraction`` and ``seed``,
     for at least ``min_steps`` optimizer steps. An interrupted run resumes from its last epoch: the
     state is kept beside ``out`` (see :mod:`tvs.train.resume`), and used again only with the same
-    params, data and code.
+    params, data and code. As one of N ranks (torchrun), each step takes ``train.batch_size / N``
+    images here, so that a step of all ranks is one step over ``train.batch_size`` images.
     """
     arch_spec(params.model.arch)  # an unknown arch stops here, before anything is written
     data = training_subset(load_prepared(data_dir), params.data.train_fraction, params.seed)
@@ -83,6 +84,7 @@ def train_arm(
         )  # fmt: skip
         params = dataclasses.replace(params, train=train)
     runtime = make_runtime(params.train)
+    share = dataclasses.replace(train, batch_size=per_process_batch(train.batch_size, runtime.world_size))
     generator = seed_everything(params.seed)
     resume = ResumeSpec(default_resume_dir(out), fingerprint(params, arm, Path(data_dir) / MANIFEST))
     # The weights are read (and refused) here, before DVCLive makes its folder: a bad file writes nothing.
@@ -91,7 +93,9 @@ def train_arm(
         books = Bookkeeping(
             out, lambda result: checkpoint_meta(params, arm, data, result, initial), runtime.is_main, live, resume
         )
-        result = fit(params, arm, data, runtime, books, generator=generator, initial=initial)
+        # the sidecar, the resume fingerprint and the logs keep the global batch; the loop runs this rank's share
+        per_rank = dataclasses.replace(params, train=share)
+        result = fit(per_rank, arm, data, runtime, books, generator=generator, initial=initial)
     if result.diverged_epoch:
         log.warning("%s: diverged at epoch %d; evaluate will report it as diverged", arm, result.diverged_epoch)
     if result.best_epoch:
