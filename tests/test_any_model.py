@@ -147,7 +147,7 @@ def test_the_pipeline_fine_tunes_hub_weights_offline_and_records_their_source(dv
     root = dvc_repo(
         "hub", lr=1e-12, model={"arch": "timm:test_resnet", "weights": weights}, train={"weight_decay": 0.0}
     )
-    assert ran_stages(dvc(root, "repro")) == {"prepare", "train_pretrained", "train_scratch", "evaluate"}
+    assert ran_stages(dvc(root, "repro")) == {"prepare", "train_pretrained", "train_scratch", "evaluate", "verdict"}
     trained = load_file(str(root / "models" / "pretrained" / "model.safetensors"))
     backbone = [k for k in cached if not k.startswith("fc.") and "running_" not in k and "num_batches" not in k]
     assert len(backbone) > 10

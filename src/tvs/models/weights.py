@@ -347,11 +347,11 @@ def load_pretrained(arch: str, source: str) -> Pretrained:
 
 
 @torch.no_grad()
-def transfer_weights(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> list[str]:
+def transfer_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], arch: str = "") -> list[str]:
     """Copy ``state_dict`` into ``model``; every backbone key and shape must match.
 
     The classifier is copied only when its shape matches (same number of classes); otherwise it
-    keeps its fresh initialisation, as timm's ``load_pretrained`` does. Returns the keys left at
+    keeps its fresh initialisation, as timm's ``load_pretrained`` does. ``arch`` names the model in errors. Returns the keys left at
     their initial values.
     """
     target = model.state_dict()
@@ -365,7 +365,7 @@ def transfer_weights(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> l
     )
     if missing or unexpected or wrong:
         raise WeightsError(
-            f"weights do not fit {type(model).__name__}: {len(missing)} missing, {len(unexpected)} unexpected, "
+            f"weights do not fit {arch or type(model).__name__}: {len(missing)} missing, {len(unexpected)} unexpected, "
             f"{len(wrong)} of the wrong shape; first: {(missing + unexpected + wrong)[:5]}"
         )
     kept = [
@@ -396,7 +396,7 @@ def init_model(params: Params, arm: ArmConfig, num_classes: int) -> Initial:
     source = None
     if arm.init == "pretrained":
         pretrained = load_pretrained(params.model.arch, params.model.weights)
-        reset = transfer_weights(model, pretrained.state)
+        reset = transfer_weights(model, pretrained.state, params.model.arch)
         source = pretrained.source
         log.info("loaded %s weights into %s; fresh head: %s", params.model.weights, params.model.arch, reset or "none")
         if source["kind"] == "hf-hub" and source["revision"] == "main":
