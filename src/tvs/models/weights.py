@@ -351,8 +351,8 @@ def transfer_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], arch
     """Copy ``state_dict`` into ``model``; every backbone key and shape must match.
 
     The classifier is copied only when its shape matches (same number of classes); otherwise it
-    keeps its fresh initialisation, as timm's ``load_pretrained`` does. ``arch`` names the model in errors. Returns the keys left at
-    their initial values.
+    keeps its fresh initialisation, as timm's ``load_pretrained`` does. ``arch`` names the model in
+    errors. Returns the keys left at their initial values.
     """
     target = model.state_dict()
     prefix = head_prefix(model)
