@@ -21,7 +21,7 @@ def test_a_stage_imports_the_package_of_its_own_working_copy(dvc_repo):
     init = root / "src" / "tvs" / "__init__.py"
     init.write_text(init.read_text() + MARKER)
     out = dvc(root, "repro", "prepare")
-    assert f"tvs package: {init}" in out  # not /work/.../src of the editable install
+    assert f"tvs package: {init}" in out  # not the src/ the editable install points at
 
 
 def test_a_queued_experiment_runs_the_code_it_was_queued_with(dvc_repo):
