@@ -93,9 +93,11 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def hooked_cmd() -> list[str]:
+def hooked_cmd(torchrun: bool = False) -> list[str]:
+    """The stage's command through HOOKS; ``torchrun``: under a one-process torchrun the user started."""
     cmd = train_cmd("scratch")
-    return [cmd[0], "hooks.py", *cmd[1:]]
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1"] if torchrun else []
+    return [cmd[0], *launcher, "hooks.py", *cmd[1:]]
 
 
 def files(folder: Path) -> set[str]:
@@ -123,12 +125,12 @@ def case(base: Path, name: str, **sections) -> Path:
     return project
 
 
-def start(project: Path, **env: str) -> subprocess.Popen:
+def start(project: Path, torchrun: bool = False, **env: str) -> subprocess.Popen:
     temp = project.with_name(f"{project.name}-tmp")  # rank 1's output; left behind by a SIGKILL
     temp.mkdir(exist_ok=True)
     env = {**ENV, "TVS_TEST_DUMP": str(project / "dump"), "TMPDIR": str(temp), **env}
     return subprocess.Popen(
-        hooked_cmd(), cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        hooked_cmd(torchrun), cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,  # a process group of its own, as a terminal's job (each rank gets a session)
     )  # fmt: skip
 
@@ -181,6 +183,7 @@ def runs(base: Path) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
     killed = projects.pop("killed")
     first = start(killed, TVS_TEST_KILL="1:2")
     procs = {name: start(project) for name, project in projects.items()}
+    procs["torchrun"] = start(projects.setdefault("torchrun", case(base, "torchrun", train={**TWO, "nproc": 1})), True)
     after_first_epoch(procs["ctrl_c"], projects["ctrl_c"])
     os.killpg(procs["ctrl_c"].pid, signal.SIGINT)  # Ctrl-C: the terminal signals the foreground process group
     after_first_epoch(procs["sigkill"], projects["sigkill"])
@@ -232,6 +235,17 @@ def test_both_ranks_end_with_identical_weights_and_buffers(runs, name: str):
     assert [key for key in rank0 if not torch.equal(rank0[key], rank1[key])] == []
     if name == "batchnorm":  # BatchNorm's running statistics too: DDP broadcasts rank 0's buffers
         assert any(key.endswith("running_mean") for key in rank0)
+
+
+@pytest.mark.e2e
+def test_a_one_process_torchrun_runs_as_a_process_group_and_matches_a_plain_run(runs):
+    """The code path of several processes (gloo here, NCCL on one GPU), checked with one."""
+    (under, proc), (one, single) = runs["torchrun"], runs["one"]
+    assert proc.returncode == 0 and single.returncode == 0, proc.stderr + single.stderr
+    assert "process group: rank 0 of 1, backend gloo" in proc.stderr
+    assert "process group" not in single.stderr
+    a, b = weights(under / "dump", 0), weights(one / "dump", 0)
+    assert [key for key in a if not torch.equal(a[key], b[key])] == []  # DDP over one rank averages nothing
 
 
 # --- (d) two processes compute what one does on the same global batch ---------------------------

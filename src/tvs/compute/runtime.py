@@ -1,8 +1,9 @@
 """Where and how training runs: device, precision, threads, seeding and data sharding.
 
 Each is decided in exactly one function here and passed down as a :class:`Runtime`, never looked
-up in the middle of a loop. Under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is set up
-here, each rank takes its own shard of every batch order and ``train.batch_size / WORLD_SIZE``
+up in the middle of a loop. Under ``torchrun`` (``WORLD_SIZE`` set, one process or several) the
+process group is set up here (NCCL on CUDA, gloo on the CPU), so that a one-GPU torchrun runs the
+code path of eight; each rank takes its own shard of every batch order and ``train.batch_size / WORLD_SIZE``
 images of every global batch (:func:`per_process_batch`), so that one step of N processes is one
 step of one process on the same ``train.batch_size`` images (DDP averages the gradients).
 :mod:`tvs.train.launch` starts the processes when the stage was not started under ``torchrun``.
@@ -11,6 +12,7 @@ step of one process on the same ``train.batch_size`` images (DDP averages the gr
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 from dataclasses import dataclass
@@ -22,6 +24,8 @@ from torch import nn
 from tvs.config import TrainConfig
 from tvs.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -32,6 +36,7 @@ class Runtime:
     channels_last: bool
     rank: int = 0
     world_size: int = 1
+    distributed: bool = False  # a process group is set up: DDP and the all-reduces run, one process or several
 
     @property
     def is_main(self) -> bool:
@@ -159,8 +164,9 @@ def make_runtime(config: TrainConfig) -> Runtime:
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1))  # torchrun's processes on this machine
     device = resolve_device(config.device)
     check_processes(device, local_processes)
-    if world_size > 1 and not torch.distributed.is_initialized():
+    if "WORLD_SIZE" in os.environ and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        log.info("process group: rank %d of %d, backend %s", rank, world_size, torch.distributed.get_backend())
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
@@ -172,6 +178,7 @@ def make_runtime(config: TrainConfig) -> Runtime:
         channels_last=config.channels_last,
         rank=rank,
         world_size=world_size,
+        distributed=torch.distributed.is_initialized(),
     )
 
 
@@ -184,7 +191,7 @@ def wrap_model(model: nn.Module, runtime: Runtime, compile: bool) -> nn.Module:
     processes on the CPU match one process closely, not exactly (tests/test_distributed.py).
     """
     net = model
-    if runtime.world_size > 1:
+    if runtime.distributed:
         ids = None
         if runtime.device.type == "cuda":
             ids = [runtime.device.index]

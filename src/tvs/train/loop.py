@@ -87,7 +87,7 @@ def train_one_epoch(
         if step % 20 == 0 and not torch.isfinite(loss).item():  # a sync every 20 steps, not every step
             raise TrainingDiverged(epoch, f"loss is {loss.item()} at epoch {epoch}, step {step}")
     totals = torch.stack([total_loss, correct.to(total_loss.dtype), torch.tensor(float(seen), device=runtime.device)])
-    if runtime.world_size > 1:  # every rank sees the whole epoch's figures, and stops on divergence alike
+    if runtime.distributed:  # every rank sees the whole epoch's figures, and stops on divergence alike
         torch.distributed.all_reduce(totals)
     total, right, seen = totals.tolist()
     mean_loss = total / max(seen, 1)
