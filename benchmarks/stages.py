@@ -84,7 +84,7 @@ def main() -> None:
     args = parser.parse_args()
     commands = stage_commands(PROJECT / "dvc.yaml", set(args.skip), args.torchrun)
     result: dict[str, Any] = {"kind": "stages", "machine": machine_info(), "skipped": args.skip}
-    result["machine"]["git_commit"] = result["machine"]["git_commit"] or args.commit
+    result["machine"]["git_commit"] = args.commit or result["machine"]["git_commit"]  # a copied .git may be stale
     result["torchrun_nproc"] = args.torchrun
     result["stages"] = run_stages(commands)
     result["total_seconds"] = sum(row["seconds"] for row in result["stages"])

@@ -106,6 +106,7 @@ def test_report_without_runs_says_how_to_produce_them():
 def test_committed_results_render_with_the_dropped_sections_named():
     page = report.render([json.loads(p.read_text()) for p in sorted((PROJECT / "benchmarks/results").glob("*.json"))])
     assert "## CPU (full run)" in page and "## GPU" in page and "Dropped:" in page
+    assert "training stages under `torchrun --nproc-per-node 1`" in page
     assert "Scaling" not in page and "Memory-mapped cache" not in page
 
 
@@ -143,3 +144,17 @@ def test_gpu_script_smoke_runs_on_cpu_and_writes_json(tmp_path: Path):
     assert [r["precision"] for r in written["fit"]] == ["auto", "fp32", "fp16"]
     assert all("test_accuracy" in r for r in written["fit"]), written["fit"]
     assert "## GPU" in report.render([written])
+
+
+def test_stage_commands_are_dvc_yamls_in_order_and_torchrun_wraps_only_training(tmp_path):
+    from benchmarks import stages
+
+    plain = stages.stage_commands(PROJECT / "dvc.yaml", {"prepare"})
+    assert list(plain) == ["train_pretrained", "train_scratch", "evaluate", "verdict"]
+    assert plain["evaluate"][1:3] == ["src/stages/evaluate.py", "--params"]
+    wrapped = stages.stage_commands(PROJECT / "dvc.yaml", {"prepare"}, torchrun=1)
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1"]
+    assert wrapped["train_scratch"] == [plain["train_scratch"][0], *launcher, *plain["train_scratch"][1:]]
+    assert wrapped["evaluate"] == plain["evaluate"]
+    with pytest.raises(SystemExit, match="--skip prepar: not a stage"):
+        stages.stage_commands(PROJECT / "dvc.yaml", {"prepar"})

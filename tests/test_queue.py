@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +46,28 @@ def test_two_workers_run_every_queued_experiment_and_none_is_lost_or_mixed(dvc_r
         assert float(name.removeprefix("x")) == mult  # each result under its own params: none mixed
         assert metrics["metrics/comparison.json"]["data"]["accuracy"] is not None
         assert "metrics/pretrained.json" in metrics and "metrics/scratch.json" in metrics
+
+
+@pytest.mark.bench
+def test_one_worker_against_two_on_the_same_queue(dvc_repo):
+    """The queue's wall time with `-j 1` and `-j 2` (printed, and written to $TVS_BENCH_OUT if set).
+
+    Four experiments on the tiny project, each retraining the scratch arm; both runs start from
+    the same committed baseline. Timings are reported, never asserted.
+    """
+    results = {}
+    for workers in (1, 2):
+        root = dvc_repo(f"queue-j{workers}")
+        dvc(root, "repro")
+        mults = ["2", "3", "4", "5"]
+        for mult in mults:
+            dvc(root, "exp", "run", "--queue", "-n", f"x{mult}", "-S", f"scratch.lr_mult={mult}")
+        start = time.monotonic()
+        dvc(root, "queue", "start", "-j", str(workers))
+        status = wait_for_queue(root, len(mults))
+        results[f"j{workers}_seconds"] = time.monotonic() - start
+        assert status.count("Success") == len(mults), status
+    results["experiments"] = 4
+    print(json.dumps(results))
+    if out := os.environ.get("TVS_BENCH_OUT"):
+        Path(out).write_text(json.dumps(results, indent=2) + "\n")
