@@ -1,0 +1,32 @@
+"""Logs outside a terminal (CI, `dvc queue logs`, a pipe): one line per event, no progress bars.
+
+tqdm's ``disable=None`` draws its bars on a terminal only; piped, each bar update would be a line
+of its own (the prepare stage's decoding bar printed one per batch of images before).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .conftest import write_imagefolder, write_params
+from .stage_runner import empty_project, run_stage, stage_cmd, train_cmd
+
+BAR = re.compile(r"\d+/\d+ \[|it/s|img/s|batch/s|\r")  # what any tqdm bar prints
+
+
+def test_prepare_and_train_log_plain_lines_when_piped(tmp_path: Path):
+    project = empty_project(tmp_path / "project")
+    write_imagefolder(project / "data" / "raw", {"cats": 8, "dogs": 8})
+    write_params(project / "params.yaml", train={"epochs": 2})
+    prepare = stage_cmd(
+        "prepare", "--params", "params.yaml", "--raw", "data/raw", "--out", "data/prepared",
+        "--summary", "metrics/prepare.json",
+    )  # fmt: skip
+    for cmd in (prepare, train_cmd("scratch")):
+        proc = run_stage(project, cmd)
+        assert proc.returncode == 0, proc.stderr
+        assert not BAR.search(proc.stderr), proc.stderr
+        assert all(line.startswith("[") for line in proc.stderr.splitlines()), proc.stderr  # none indented by a bar
+    epochs = [line for line in proc.stderr.splitlines() if re.search(r" epoch \d+/\d+:", line)]
+    assert [line.split(":")[0] for line in epochs] == ["[train] scratch epoch 1/2", "[train] scratch epoch 2/2"]
