@@ -116,6 +116,15 @@ def test_local_weights_folder_is_a_dependency_of_the_pretrained_arm_only():
     assert not any("weights" in str(dep).split("/")[-1:] for dep in study["train_scratch"]["deps"])
 
 
+@pytest.mark.parametrize("arm", ["pretrained", "scratch"])
+def test_study_cells_read_the_main_training_params_but_the_seed_they_set(arm: str):
+    """A study cell runs the main stage's script on ../params.yaml: the same keys, bar ``seed`` (``--set``)."""
+    main = stages(PROJECT / "dvc.yaml")[f"train_{arm}"]["params"]
+    (cell,) = stages(PROJECT / "study" / "dvc.yaml")[f"train_{arm}"]["params"]
+    assert "--set seed=" in stages(PROJECT / "study" / "dvc.yaml")[f"train_{arm}"]["cmd"]
+    assert sorted(cell["../params.yaml"]) == sorted(set(main) - {"seed"})
+
+
 def test_output_roots_come_from_dvc_yaml():
     assert output_roots(PROJECT / "dvc.yaml") == (
         "data/prepared",
