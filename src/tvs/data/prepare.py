@@ -174,7 +174,9 @@ def decoding(root: str | Path, samples: Sequence[Sample], size: int, folder: str
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
             results = pool.map(lambda s: _read_and_decode(root, s, size), samples)
             for sample, done in zip(
-                samples, tqdm(results, total=len(samples), desc="prepare: decoding", unit="img", disable=None), strict=True
+                samples,
+                tqdm(results, total=len(samples), desc="prepare: decoding", unit="img", disable=None),
+                strict=True,
             ):
                 if done.array is None:
                     bad.append(done.error)
