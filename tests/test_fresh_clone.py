@@ -1,0 +1,75 @@
+"""A fresh clone of the repository: its results are in git, and only what the README says is missing.
+
+README, "What a fresh clone has": the data, the main pipeline's checkpoints, curves and scoring,
+and the study's cells live in DVC's cache, rebuilt by `make repro` / `dvc repro study/dvc.yaml`
+or pulled from a remote. Everything else (metrics, reports, both dvc.lock files) is in git, and
+dvc.lock agrees with the committed code: no stage is out of date for any other reason.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import ENV, PROJECT, run_ok
+
+pytestmark = pytest.mark.e2e
+
+REBUILT = {  # README's right-hand column: (pipeline file, patterns of outputs a clone lacks)
+    "dvc.yaml": r"data/raw|data/prepared|models/(pretrained|scratch)|dvclive/(pretrained|scratch)|eval",
+    "study/dvc.yaml": r"study/(models|dvclive)/[0-9.]+-(pretrained|scratch)-\d+|study/eval/[0-9.]+-\d+",
+}
+
+ANYWHERE = "|".join(f"(?:{pattern})" for pattern in REBUILT.values())  # the study reads the main pipeline's
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("fresh") / "clone"
+    run_ok(["git", "clone", "-q", str(PROJECT), str(root)], PROJECT.parent)
+    return root
+
+
+def rebuilt(pattern: str, path: str) -> bool:
+    """Whether `path` is one of the outputs a clone lacks, or a file inside one."""
+    return re.fullmatch(rf"(?:{pattern})(?:/.*)?", path) is not None
+
+
+def status(clone: Path, pipeline: str) -> dict[str, list]:
+    return json.loads(run_ok([sys.executable, "-m", "dvc", "status", "--json", pipeline], clone))
+
+
+@pytest.mark.parametrize("pipeline", sorted(REBUILT))
+def test_a_fresh_clone_lacks_only_the_cached_outputs_and_no_stage_is_stale(clone: Path, pipeline: str):
+    changes = [(stage, change) for stage, listed in status(clone, pipeline).items() for change in listed]
+    stale = [f"{stage}: {change}" for stage, change in changes if not isinstance(change, dict)]  # the map moved
+    outs = {
+        path: what
+        for _, change in changes
+        if isinstance(change, dict)
+        for path, what in change.get("changed outs", {}).items()
+    }
+    assert outs and all(rebuilt(REBUILT[pipeline], path) for path in outs), sorted(outs)
+    assert set(outs.values()) == {"not in cache"}, outs
+    for stage, change in changes:
+        for path, what in change.get("changed deps", {}).items() if isinstance(change, dict) else ():
+            lacking = rebuilt(ANYWHERE, path) or any(out.startswith(f"{path}/") for out in outs)  # or their folder
+            if not (what in ("deleted", "modified") and lacking):
+                stale.append(f"{stage}: {path} {what}")  # code or params the lock was not run with
+    assert stale == [], f"dvc.lock is out of date with the committed code or params (rerun and commit): {stale}"
+
+
+def test_checkout_in_a_fresh_clone_fails_only_on_the_cached_outputs(clone: Path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "checkout"], cwd=clone, env=ENV, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode != 0 and "Is your cache up to date?" in proc.stderr
+    failed = re.findall(r"^(\S+)$", proc.stderr.split("following targets:", 1)[1].split("Is your cache")[0], re.M)
+    assert failed and all(rebuilt(ANYWHERE, path) for path in failed), failed
+    for kept in ("metrics/comparison.json", "reports/verdict.md", "study/metrics/summary.json"):
+        assert (clone / kept).is_file()  # results a clone has without any cache
