@@ -139,20 +139,25 @@ PIPELINE_FILES = (
 def dvc_repo(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """Make a committed git + DVC repository of the project's pipeline on a tiny ImageFolder.
 
-    ``make(name, per_class=10, study=None, **sections)``: ``sections`` go into its ``params.yaml``
-    (over ``TINY_PARAMS``); with ``study`` (the study's params) it holds ``study/`` too.
+    ``make(name, per_class=10, study=None, tune=None, **sections)``: ``sections`` go into its
+    ``params.yaml`` (over ``TINY_PARAMS``); with ``study`` or ``tune`` (that pipeline's params) it
+    holds ``study/`` or ``tune/`` too.
     """
 
-    def make(name: str, per_class: int = 10, study: dict[str, Any] | None = None, **sections) -> Path:
+    def make(
+        name: str, per_class: int = 10, study: dict[str, Any] | None = None, tune: dict[str, Any] | None = None,
+        **sections,
+    ) -> Path:  # fmt: skip
         root = tmp_path_factory.mktemp(name)
         for rel in PIPELINE_FILES:
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(PROJECT / rel, root / rel)
         shutil.copytree(PROJECT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        if study is not None:
-            (root / "study").mkdir()
-            shutil.copy(PROJECT / "study" / "dvc.yaml", root / "study" / "dvc.yaml")
-            (root / "study" / "params.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
+        for pipeline, pipeline_params in (("study", study), ("tune", tune)):
+            if pipeline_params is not None:
+                (root / pipeline).mkdir()
+                shutil.copy(PROJECT / pipeline / "dvc.yaml", root / pipeline / "dvc.yaml")
+                (root / pipeline / "params.yaml").write_text(yaml.safe_dump(pipeline_params, sort_keys=False))
         write_params(root / "params.yaml", **sections)
         write_imagefolder(root / "data" / "raw", {"cats": per_class, "dogs": per_class})
         run_ok(["git", "init", "-q"], root)

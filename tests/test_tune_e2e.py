@@ -1,0 +1,113 @@
+"""The tuning pipeline (tune/dvc.yaml) with real DVC, on a tiny generated ImageFolder.
+
+2 learning rates per arm, 32 px images, one epoch (scratch also two), two repeats, in a temporary
+git repository holding the main pipeline and tune/. As a user would: run it, check that the
+choice and the final runs are wired as the verdict says, add a learning rate to the grid (only
+its cells, the choice and the report run; the final runs only if the choice moved), and rerun
+with nothing changed (nothing runs).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from .conftest import dvc, ran_stages, run_ok
+
+pytestmark = pytest.mark.e2e
+
+TINY_TUNE = {
+    "lrs": [0.003, 0.03],  # 0.003 is the tiny params.yaml's lr: the untuned recipe
+    "epochs": 1,
+    "scratch_epochs": [1, 2],
+    "search_repeat": 0,
+    "repeats": [0, 1],
+    "image_size": 32,
+    "report": {"confidence": 0.95, "resamples": 200, "target_fraction": 0.95},
+}
+ARMS = ("pretrained", "scratch")
+
+
+def cells(lrs: list[float], scratch_epochs: list[int], repeats: list[int]) -> set[str]:
+    search = {f"{stage}@{lr}" for lr in lrs for stage in ("search_pretrained", "search_scratch", "evaluate_search")}
+    final = {f"final_pretrained@{r}" for r in repeats} | {f"prepare@{r}" for r in repeats}
+    final |= {
+        f"{stage}@{e}-{r}" for e in scratch_epochs for r in repeats for stage in ("final_scratch", "evaluate_final")
+    }
+    return search | final | {"select", "report"}
+
+
+def meta(tune: Path, run: str) -> dict:
+    return json.loads((tune / "models" / run / "meta.json").read_text())
+
+
+def chosen_by_validation(tune: Path, lrs: list[float]) -> dict[str, float]:
+    """Each arm's lr with the best validation accuracy (ties: lower loss, lower lr), read from the runs."""
+    runs = {arm: [(lr, meta(tune, f"search/{arm}-{lr}")) for lr in lrs] for arm in ARMS}
+    return {arm: min(runs[arm], key=lambda r: (-r[1]["best_val_accuracy"], r[1]["best_val_loss"], r[0]))[0]
+            for arm in ARMS}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def repo(dvc_repo) -> Path:
+    """A git + DVC repository with the main pipeline, tune/ and 12 tiny images per class."""
+    return dvc_repo("tune", per_class=12, tune=TINY_TUNE)
+
+
+def test_1_the_pipeline_searches_chooses_on_validation_and_scores_the_choice_over_repeats(repo: Path):
+    tune = repo / "tune"
+    out = dvc(tune, "repro")
+    assert ran_stages(out) == cells([0.003, 0.03], [1, 2], [0, 1])
+    chosen = chosen_by_validation(tune, [0.003, 0.03])
+    for arm in ARMS:
+        assert (tune / "selected" / f"{arm}.set").read_text() == f"lr={chosen[arm]}\n"
+    # Each final run trained at its arm's chosen lr, with the repeat's seed, on the repeat's own split.
+    for r in (0, 1):
+        assert meta(tune, f"final/pretrained-{r}")["params"]["lr"] == chosen["pretrained"]
+        for e in (1, 2):
+            run = meta(tune, f"final/scratch-{e}-{r}")
+            assert (run["params"]["lr"], run["params"]["seed"], len(run["history"])) == (chosen["scratch"], r, e)
+    splits = [pd.read_csv(tune / "prepared" / str(r) / "manifest.csv")["split"].tolist() for r in (0, 1)]
+    assert splits[0] != splits[1] and sorted(splits[0]) == sorted(splits[1])  # same sizes, other images
+    summary = json.loads((tune / "metrics" / "summary.json").read_text())
+    assert summary["pretrained_trials"] == summary["scratch_trials"] == 2
+    assert {summary["pretrained_lr"], summary["scratch_lr"]} <= {0.003, 0.03}
+    assert summary["repeats"] == 2 and "untuned_survives" in summary
+    assert summary["recommendation"] in ("pretrained", "scratch", "inconclusive")
+    verdict = (tune / "reports" / "verdict.md").read_text()
+    assert verdict.startswith("# Verdict of the tuning pipeline")
+    assert "](compute.png)" in verdict and "The untuned recipe (lr 0.003 for both arms" in verdict
+    table = pd.read_csv(tune / "reports" / "compute.csv")
+    assert len(table) == 4 + 2 * (1 + 2)  # every search run, every final run
+    assert table.loc[table["phase"] == "final", "chosen"].all()
+    assert (tune / "reports" / "compute.png").read_bytes().startswith(b"\x89PNG")
+    run_ok(["git", "add", "-A"], repo)
+    run_ok(["git", "commit", "-qm", "tuning results"], repo)
+
+
+def test_2_adding_a_learning_rate_runs_its_cells_the_choice_and_the_report(repo: Path):
+    tune = repo / "tune"
+    before = {arm: (tune / "selected" / f"{arm}.set").read_text() for arm in ARMS}
+    (tune / "params.yaml").write_text(yaml.safe_dump({**TINY_TUNE, "lrs": [0.003, 0.03, 0.01]}, sort_keys=False))
+    ran = ran_stages(dvc(tune, "repro"))
+    new = {f"{stage}@0.01" for stage in ("search_pretrained", "search_scratch", "evaluate_search")}
+    assert new | {"select", "report"} <= ran
+    moved = {arm for arm in ARMS if (tune / "selected" / f"{arm}.set").read_text() != before[arm]}
+    finals = {s for s in ran - new - {"select", "report"}}
+    expected = set()
+    if "pretrained" in moved:
+        expected |= {f"final_pretrained@{r}" for r in (0, 1)} | {
+            f"evaluate_final@{e}-{r}" for e in (1, 2) for r in (0, 1)
+        }
+    if "scratch" in moved:
+        expected |= {f"{s}@{e}-{r}" for s in ("final_scratch", "evaluate_final") for e in (1, 2) for r in (0, 1)}
+    assert finals == expected  # the final runs rerun only for an arm whose choice moved
+    assert json.loads((tune / "metrics" / "summary.json").read_text())["scratch_trials"] == 3
+
+
+def test_3_nothing_changed_nothing_runs(repo: Path):
+    assert ran_stages(dvc(repo / "tune", "repro")) == set()
