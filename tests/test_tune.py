@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tvs.errors import ConfigError
+from tvs.errors import ConfigError, DataError
 from tvs.evaluate.stats import mean_ci
 from tvs.tune.params import TuneParams, load_tune_params
-from tvs.tune.report import Schedule, Scored, Tuned, catch_up, frontier, headline, tune_summary, tuned_verdict
+from tvs.tune.report import Schedule, Scored, Tuned, catch_up, collect, frontier, headline, tune_summary, tuned_verdict
 from tvs.tune.runs import Trial, select_lr
 
 from .conftest import ENV, PROJECT
@@ -89,6 +89,8 @@ def test_ties_go_to_the_lower_validation_loss_then_the_lower_lr():
         ({"scratch_epochs": [16, 32]}, "scratch_epochs: must include `epochs` (8)"),
         ({"repeats": []}, "repeats: must be a non-empty list"),
         ({"lrs": [0.001, "fast"]}, "lrs[1]: expected float"),
+        ({"lrs": [0.001, 0.00005]}, "lrs[1]: 5e-05 reaches the training stage as '5e-05', which YAML reads as text"),
+        ({"search_repeat": 7}, "search_repeat: must be one of `repeats` [1, 2, 3]"),
     ],
 )
 def test_bad_tune_params_name_the_file_and_key(tmp_path: Path, change: dict, message: str):
@@ -102,15 +104,16 @@ def test_bad_tune_params_name_the_file_and_key(tmp_path: Path, change: dict, mes
 # --- the verdict's words for each outcome ---------------------------------------------------------
 
 
-def schedule(arm: str, epochs: int, accuracies: list[float], seconds: float) -> Schedule:
+def schedule(arm: str, epochs: int, accuracies: list[float], seconds: float, diffs: list[float] = ()) -> Schedule:
     acc = mean_ci(accuracies, 0.95, (0, 1))
-    return Schedule(arm, epochs, acc, acc, seconds, epochs * 10)
+    return Schedule(arm, epochs, acc, acc, seconds, epochs * 10, mean_ci(diffs, 0.95, (-1, 1)) if diffs else None)
 
 
-def tuned(diffs: list[float], pretrained: list[float], scratch: dict[int, list[float]], untuned_low=0.02) -> Tuned:
-    """A summary with these per-repeat differences and accuracies (scratch per schedule)."""
+def tuned(pretrained: list[float], scratch: dict[int, list[float]], untuned_low: float = 0.02) -> Tuned:
+    """A summary of these test accuracies, one per repeat (scratch per schedule), paired by repeat."""
     pre = schedule("pretrained", 8, pretrained, 100.0)
-    scr = [schedule("scratch", e, acc, 100.0 * e / 8) for e, acc in sorted(scratch.items())]
+    scr = [schedule("scratch", e, acc, 100.0 * e / 8, [p - a for p, a in zip(pretrained, acc, strict=True)])
+           for e, acc in sorted(scratch.items())]  # fmt: skip
     trials = {arm: [trial(arm, lr, 0.8 - lr) for lr in TUNE.lrs] for arm in ("pretrained", "scratch")}
     sig = {"accuracy_diff": 0.05, "accuracy_diff_ci_low": untuned_low, "accuracy_diff_ci_high": 0.09,
            "mcnemar_p": 0.001, "confidence": 0.95}  # fmt: skip
@@ -120,38 +123,42 @@ def tuned(diffs: list[float], pretrained: list[float], scratch: dict[int, list[f
         search_scores=[Scored(t, "search", 1, 0.8, 0.77, 0.83, 0.75) for ts in trials.values() for t in ts],
         final_scores=[],
         schedules=[pre, *scr],
-        difference=mean_ci(diffs, 0.95, (-1, 1)),
+        difference=scr[0].difference,
         significant_repeats=2,
-        repeats=len(diffs),
-        catch_up=catch_up(pre, scr),
+        repeats=len(pretrained),
+        catch_up=catch_up(scr),
         untuned={"significance": sig},
         untuned_lr=0.001,
         majority_accuracy=0.687,
         majority_class="functional",
+        majority_balanced_accuracy=0.5,
     )
 
 
 def test_verdict_pretrained_wins_and_scratch_does_not_catch_up_within_4x():
-    t = tuned([0.08, 0.09, 0.07], [0.87, 0.88, 0.86], {8: [0.79, 0.80, 0.78], 16: [0.81, 0.8, 0.8], 32: [0.82] * 3})
+    t = tuned([0.87, 0.88, 0.86], {8: [0.79, 0.79, 0.79], 16: [0.81, 0.80, 0.80], 32: [0.82, 0.83, 0.82]})
     decision, text = headline(t, TUNE)
     assert decision == "pretrained"
     assert text.startswith("**Fine-tune**, tuned against tuned (pretrained lr 0.001, scratch lr 0.01, 8 epochs each)")
     assert "+8.0 pp test accuracy" in text and "over 3 repeats" in text
-    assert "Scratch does **not** come within the pretrained arm's 95% CI" in text and "within 4x the epochs" in text
+    assert "Scratch does **not catch up within 4x the epochs** (every schedule at scratch's lr chosen for 8" in text
+    assert "its best, 32 epochs (400 s), scores 82.3%, still +4.7 pp behind" in text
     summary = tune_summary(t, TUNE)
     assert summary["catch_up_epochs"] is None and summary["untuned_survives"] is True
     assert summary["pretrained_trials"] == summary["scratch_trials"] == 2
+    assert summary["scratch_32ep"]["accuracy_diff"] == pytest.approx(0.0467, abs=1e-3)
 
 
 def test_verdict_scratch_catches_up_at_2x_the_compute():
-    t = tuned([0.08, 0.09, 0.07], [0.87, 0.88, 0.86], {8: [0.79, 0.80, 0.78], 16: [0.87, 0.86, 0.88], 32: [0.88] * 3})
+    t = tuned([0.87, 0.88, 0.86], {8: [0.79, 0.80, 0.78], 16: [0.88, 0.86, 0.87], 32: [0.88, 0.88, 0.87]})
     _, text = headline(t, TUNE)
-    assert "Scratch **catches up at 2x the epochs**: with 16 epochs (200 s, 2.0x the pretrained arm's" in text
+    assert "Scratch **catches up at 2x the epochs** (every schedule at scratch's lr chosen for 8 epochs)" in text
+    assert "with 16 epochs (200 s, 2.0x the pretrained arm's training seconds) it scores 87.0%" in text
     assert tune_summary(t, TUNE)["catch_up_epochs"] == 16
 
 
 def test_verdict_scratch_wins():
-    t = tuned([-0.05, -0.06, -0.04], [0.80, 0.81, 0.79], {8: [0.85, 0.87, 0.83], 16: [0.86] * 3, 32: [0.86] * 3})
+    t = tuned([0.80, 0.81, 0.79], {8: [0.85, 0.87, 0.83], 16: [0.86] * 3, 32: [0.86] * 3})
     decision, text = headline(t, TUNE)
     assert decision == "scratch" and text.startswith("**Train from scratch**, tuned against tuned")
     assert "Scratch is ahead at the same budget" in text
@@ -159,24 +166,121 @@ def test_verdict_scratch_wins():
 
 
 def test_verdict_inconclusive_when_the_ci_includes_zero():
-    t = tuned([0.05, -0.04, 0.01], [0.85, 0.84, 0.86], {8: [0.84, 0.85, 0.85], 16: [0.85] * 3, 32: [0.85] * 3})
+    t = tuned([0.85, 0.84, 0.86], {8: [0.80, 0.88, 0.85], 16: [0.85] * 3, 32: [0.85] * 3})
     decision, text = headline(t, TUNE)
     assert decision == "inconclusive" and text.startswith("**Inconclusive** tuned against tuned")
     assert "the CI includes zero" in text
-    assert "already lies within the pretrained arm's 95% CI at the same budget" in text
+    assert "At the same budget scratch is not significantly behind (+0.7 pp, 95% CI" in text
+    assert tune_summary(t, TUNE)["catch_up_epochs"] == 8
+
+
+def test_one_repeat_says_the_catch_up_is_not_measurable():
+    t = tuned([0.87], {8: [0.79], 16: [0.86], 32: [0.88]})
+    decision, text = headline(t, TUNE)
+    assert decision == "inconclusive" and "one repeat gives no confidence interval" in text
+    assert "Catch-up: not measurable, one repeat gives no CI." in text
 
 
 def test_the_verdict_shows_the_baseline_and_what_the_cis_cover():
-    t = tuned([0.08, 0.09, 0.07], [0.87, 0.88, 0.86], {8: [0.79, 0.80, 0.78], 16: [0.8] * 3, 32: [0.8] * 3})
+    t = tuned([0.87, 0.88, 0.86], {8: [0.79, 0.80, 0.78], 16: [0.8] * 3, 32: [0.8] * 3})
     text = tuned_verdict(t, TUNE, "compute.png")
     assert "Baseline: predicting the majority class (`functional`) scores 68.7%" in text
-    assert "| majority class (test) | 68.7% |" in text
+    assert "| majority class (test) | 68.7% | 50.0% |" in text
     assert "cover both which images landed in the test split and the seed" in text
     assert "| pretrained | 2 | 0.001, 0.01 |" in text  # trials per arm, the grid
+    assert "| 0.001 | 79.9% ✓ | 80.0% (±3.0 pp) | 79.9% | 80.0% (±3.0 pp) |" in text  # validation, then test ± CI
 
 
-def test_frontier_is_the_best_accuracy_so_far_by_seconds():
+def test_the_frontier_runs_over_the_final_schedules_means_not_the_search_runs():
     import pandas as pd
 
-    runs = pd.DataFrame({"seconds": [30.0, 10.0, 20.0], "test_accuracy": [0.7, 0.6, 0.5]})
-    assert frontier(runs)["best"].tolist() == [0.6, 0.6, 0.7]
+    runs = pd.DataFrame({
+        "phase": ["search", "final", "final", "final", "final"],
+        "epochs": [8, 8, 8, 16, 32],
+        "seconds": [100.0, 100.0, 110.0, 200.0, 400.0],
+        "test_accuracy": [0.95, 0.70, 0.80, 0.72, 0.78],  # the lucky search run must not set the frontier
+    })  # fmt: skip
+    line = frontier(runs)
+    assert line["epochs"].tolist() == [8, 16, 32] and line["test_accuracy"].tolist() == pytest.approx(
+        [0.75, 0.72, 0.78]
+    )
+    assert line["best"].tolist() == pytest.approx([0.75, 0.75, 0.78])
+
+
+# --- collect: the cells as tune/dvc.yaml names them -------------------------------------------------
+
+
+def write_cells(root: Path, tune: TuneParams, val: dict, finals: dict, lr_ran: dict | None = None) -> None:
+    """Fabricated cells: search runs with validation accuracies ``val[arm][lr]``; final test accuracies
+    ``finals[(arm, epochs)]`` (one per repeat), each scored against pretrained in eval/final/<epochs>-<r>/."""
+
+    def run(path: Path, arm: str, lr: float, epochs: int, v: float = 0.7) -> None:
+        path.mkdir(parents=True)
+        meta = {"arm": arm, "best_val_accuracy": v, "best_val_loss": 0.4, "train_seconds": 10.0 * epochs,
+                "train_images": 40, "history": [{}] * epochs,
+                "params": {"lr": lr, "train": {"batch_size": 8}}}  # fmt: skip
+        (path / "meta.json").write_text(json.dumps(meta))
+
+    def score(cell: Path, arm: str, acc: float) -> None:
+        cell.mkdir(parents=True, exist_ok=True)
+        (cell / f"{arm}.json").write_text(json.dumps(
+            {"accuracy": acc, "accuracy_ci_low": acc - 0.03, "accuracy_ci_high": acc + 0.03, "balanced_accuracy": acc}
+        ))  # fmt: skip
+
+    def compare(cell: Path, diff: float) -> None:
+        (cell / "comparison.json").write_text(json.dumps(
+            {"accuracy": diff, "significance": {"mcnemar_p": 0.01, "accuracy_diff": diff, "confidence": 0.95,
+             "accuracy_diff_ci_low": diff - 0.02, "accuracy_diff_ci_high": diff + 0.02},
+             "majority_class": "functional", "majority_accuracy": 0.69, "majority_balanced_accuracy": 0.5}
+        ))  # fmt: skip
+
+    for lr in tune.lrs:
+        for arm in ("pretrained", "scratch"):
+            run(root / "models" / "search" / f"{arm}-{lr}", arm, lr, tune.epochs, val[arm][lr])
+            score(root / "eval" / "search" / str(lr), arm, 0.5)  # the test split would pick nothing in particular
+        compare(root / "eval" / "search" / str(lr), 0.0)
+    chosen = {arm: max(val[arm], key=val[arm].get) for arm in val} | (lr_ran or {})
+    for i, r in enumerate(tune.repeats):
+        run(root / "models" / "final" / f"pretrained-{r}", "pretrained", chosen["pretrained"], tune.epochs)
+        for e in tune.scratch_epochs:
+            run(root / "models" / "final" / f"scratch-{e}-{r}", "scratch", chosen["scratch"], e)
+            cell = root / "eval" / "final" / f"{e}-{r}"
+            score(cell, "pretrained", finals[("pretrained", tune.epochs)][i])
+            score(cell, "scratch", finals[("scratch", e)][i])
+            compare(cell, finals[("pretrained", tune.epochs)][i] - finals[("scratch", e)][i])
+
+
+SMALL = TuneParams(lrs=[0.001, 0.01], epochs=2, scratch_epochs=[2, 4], search_repeat=1, repeats=[1, 2, 3])
+VAL = {"pretrained": {0.001: 0.9, 0.01: 0.8}, "scratch": {0.001: 0.6, 0.01: 0.7}}
+FINALS = {("pretrained", 2): [0.90, 0.88, 0.89], ("scratch", 2): [0.80, 0.79, 0.81], ("scratch", 4): [0.88, 0.89, 0.87]}
+
+
+def test_collect_pairs_each_schedule_with_pretrained_by_repeat(tmp_path: Path):
+    write_cells(tmp_path, SMALL, VAL, FINALS)
+    t = collect(SMALL, tmp_path, untuned_lr=0.001)
+    assert (t.chosen["pretrained"].lr, t.chosen["scratch"].lr) == (0.001, 0.01)
+    assert [(s.arm, s.epochs) for s in t.schedules] == [("pretrained", 2), ("scratch", 2), ("scratch", 4)]
+    assert t.difference.mean == pytest.approx(0.09) and t.repeats == 3
+    four = t.schedules[2]
+    assert four.accuracy.mean == pytest.approx(0.88) and four.seconds == 40.0 and four.steps == 4 * 5
+    assert four.difference.mean == pytest.approx(0.01) and t.catch_up is four  # within the CI at 2x
+    assert len(t.final_scores) == 3 * 3 and t.untuned is not None
+
+
+def test_collect_refuses_final_runs_trained_at_a_rate_the_search_no_longer_chooses(tmp_path: Path):
+    write_cells(tmp_path, SMALL, VAL, FINALS, lr_ran={"scratch": 0.001})
+    with pytest.raises(DataError, match=r"final/scratch-2-1/meta.json: trained with lr 0.001, but the search now"):
+        collect(SMALL, tmp_path, untuned_lr=0.001)
+
+
+def test_a_diverged_pair_is_named_not_a_traceback(tmp_path: Path):
+    write_cells(tmp_path, SMALL, VAL, FINALS)
+    path = tmp_path / "eval" / "final" / "4-2" / "comparison.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "accuracy": None}))
+    with pytest.raises(DataError, match=r"final/4-2/comparison.json: no comparison, an arm diverged"):
+        collect(SMALL, tmp_path, untuned_lr=0.001)
+
+
+def test_a_diverged_search_run_is_not_chosen_however_good_its_best_epoch():
+    good_then_diverged = Trial("scratch", 0.01, 8, 0.9, 0.3, 100.0, 80, diverged=True)
+    assert select_lr([good_then_diverged, trial("scratch", 0.001, 0.7)]).lr == 0.001

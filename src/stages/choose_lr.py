@@ -23,7 +23,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for <arm>.set and selection.json")
     args = parser.parse_args()
     check_output_paths(out=args.out)
-    chosen = write_selection(search(args.models, load_tune_params(args.params).lrs), args.out)
+    tune = load_tune_params(args.params)
+    chosen = write_selection(search(args.models, tune.lrs, tune.epochs), args.out)
     for arm, trial in chosen.items():
         print(f"{arm}: lr {trial.lr:g} (validation accuracy {trial.val_accuracy:.1%})")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from tvs.config import check, load_config
 from tvs.evaluate.stats import EvidenceSettings
 
@@ -25,6 +27,10 @@ class TuneParams:
         check(len(self.lrs) > 0, "lrs", "must be a non-empty list")
         check(all(lr > 0 for lr in self.lrs), "lrs", f"each must be > 0, got {self.lrs}")
         check(len(set(self.lrs)) == len(self.lrs), "lrs", f"must not repeat, got {self.lrs}")
+        for i, lr in enumerate(self.lrs):  # DVC writes str(lr) into the command, which reads it back as YAML
+            check(type(yaml.safe_load(str(lr))) in (int, float), f"lrs[{i}]",
+                  f"{lr} reaches the training stage as {str(lr)!r}, which YAML reads as text; "
+                  "use a rate of at least 0.0001")  # fmt: skip
         check(self.epochs >= 1, "epochs", f"must be an integer >= 1, got {self.epochs}")
         check(all(e >= 1 for e in self.scratch_epochs), "scratch_epochs", f"must be >= 1, got {self.scratch_epochs}")
         check(
@@ -35,7 +41,10 @@ class TuneParams:
         check(len(self.repeats) > 0, "repeats", "must be a non-empty list")
         check(all(r >= 0 for r in self.repeats), "repeats", f"each must be an integer >= 0, got {self.repeats}")
         check(len(set(self.repeats)) == len(self.repeats), "repeats", f"must not repeat, got {self.repeats}")
-        check(self.search_repeat >= 0, "search_repeat", f"must be an integer >= 0, got {self.search_repeat}")
+        check(
+            self.search_repeat in self.repeats, "search_repeat",
+            f"must be one of `repeats` {self.repeats} (its split is prepared there), got {self.search_repeat}",
+        )  # fmt: skip
         check(self.image_size >= 16, "image_size", f"must be at least 16, got {self.image_size}")
 
 

@@ -45,13 +45,17 @@ TUNE_RULE = (
     "(ties: lower validation loss, then the lower rate); the test split never enters the choice. "
     "Tuned against tuned: recommend the arm whose mean test accuracy is higher when the {conf:.0%} CI of "
     "the per-repeat paired difference (Student t over repeats) excludes zero, otherwise *inconclusive*. "
-    "Catch-up: the smallest scratch schedule whose mean test accuracy lies within (or above) the "
-    "pretrained arm's {conf:.0%} CI."
+    "Catch-up: the shortest scratch schedule whose paired difference (pretrained minus it, over repeats) has a "
+    "{conf:.0%} CI that reaches zero, i.e. scratch is no longer significantly behind; the longer schedules keep "
+    "the lr chosen at the search's budget."
 )
 SOURCES = (
     "Each repeat is its own stratified split (`prepare` with that seed) and its own seed (initialisation, "
     "data order), so the CIs over repeats cover both which images landed in the test split and the seed; "
-    "a single run's accuracy carries the Wilson CI of its test split (±, half its width)."
+    "a single run's accuracy carries the Wilson CI of its test split (±, half its width). The search runs on "
+    "one of the repeats (`search_repeat`): there each arm's final run repeats the search run it chose, so that "
+    "repeat's test score carries whatever luck won the choice (on validation, a disjoint split); the other "
+    "repeats are independent of the choice."
 )
 
 
@@ -78,6 +82,7 @@ class Schedule:
     balanced_accuracy: Estimate
     seconds: float  # mean over repeats
     steps: int
+    difference: Estimate | None = None  # scratch only: pretrained minus this schedule, paired by repeat
 
 
 @dataclass(frozen=True)
@@ -92,11 +97,12 @@ class Tuned:
     difference: Estimate  # pretrained - scratch at the same budget, paired by repeat
     significant_repeats: int
     repeats: int
-    catch_up: Schedule | None  # the first scratch schedule within pretrained's CI
+    catch_up: Schedule | None  # the first scratch schedule no longer significantly behind pretrained
     untuned: dict[str, Any] | None  # the search split's comparison at the main pipeline's lr
     untuned_lr: float
     majority_accuracy: float  # mean over the repeats' test splits
     majority_class: str
+    majority_balanced_accuracy: float = 0.5
 
 
 def _scored(trial: Trial, phase: str, repeat: int, arm_json: Path) -> Scored:
@@ -105,7 +111,19 @@ def _scored(trial: Trial, phase: str, repeat: int, arm_json: Path) -> Scored:
     return Scored(trial, phase, repeat, m["accuracy"], low, high, m["balanced_accuracy"])
 
 
-def schedule_of(scores: Sequence[Scored], arm: str, epochs: int, confidence: float) -> Schedule:
+def read_comparison(path: Path) -> dict[str, Any]:
+    """An evaluation's ``comparison.json``; an error names it when an arm diverged (its differences are null)."""
+    comparison = read_json(path)
+    if comparison.get("accuracy") is None:
+        raise DataError(f"{path}: no comparison, an arm diverged (see its `diverged` flags); lower that arm's lr "
+                        "in the grid or rerun with another seed")  # fmt: skip
+    return comparison
+
+
+def schedule_of(
+    scores: Sequence[Scored], arm: str, epochs: int, confidence: float, differences: Sequence[float] = ()
+) -> Schedule:
+    """``arm`` at ``epochs`` over the repeats; ``differences``: pretrained minus it, one per repeat."""
     runs = [s for s in scores if s.phase == "final" and s.trial.arm == arm and s.trial.epochs == epochs]
     return Schedule(
         arm,
@@ -114,22 +132,21 @@ def schedule_of(scores: Sequence[Scored], arm: str, epochs: int, confidence: flo
         mean_ci([s.balanced_accuracy for s in runs], confidence, (0, 1)),
         sum(s.trial.seconds for s in runs) / len(runs),
         round(sum(s.trial.steps for s in runs) / len(runs)),
+        mean_ci(differences, confidence, (-1, 1)) if differences else None,
     )
 
 
-def catch_up(pretrained: Schedule, scratch: Sequence[Schedule]) -> Schedule | None:
-    """The shortest scratch schedule whose mean test accuracy reaches pretrained's CI (``None``: none does,
-    or pretrained has no CI from one repeat)."""
-    low = pretrained.accuracy.low
-    if low is None:
-        return None
-    return next((s for s in sorted(scratch, key=lambda s: s.epochs) if s.accuracy.mean >= low), None)
+def catch_up(scratch: Sequence[Schedule]) -> Schedule | None:
+    """The shortest scratch schedule no longer significantly behind the pretrained arm: the CI of the paired
+    difference (pretrained minus it, over repeats) reaches zero. ``None``: none is, or one repeat gives no CI."""
+    behind = lambda s: s.difference is None or s.difference.low is None or s.difference.low > 0  # noqa: E731
+    return next((s for s in sorted(scratch, key=lambda s: s.epochs) if not behind(s)), None)
 
 
 def collect(tune: TuneParams, root: Path, untuned_lr: float) -> Tuned:
     """Read every cell of ``tune``'s grid under ``root`` (the pipeline's folder) and summarise them."""
     root = Path(root)
-    trials = search(root / "models" / "search", tune.lrs)
+    trials = search(root / "models" / "search", tune.lrs, tune.epochs)
     chosen = selection(trials)
     conf = tune.report.confidence
     search_scores = [
@@ -137,40 +154,45 @@ def collect(tune: TuneParams, root: Path, untuned_lr: float) -> Tuned:
         for arm in ARMS
         for t in trials[arm]
     ]
-    final_scores, comparisons, majority = [], [], {}
+    final_scores, comparisons, majority = [], {}, {}
     for r in tune.repeats:
         for arm, epochs in (("pretrained", tune.epochs), *(("scratch", e) for e in tune.scratch_epochs)):
             model = final_model(root / "models" / "final", arm, r, epochs)
-            trial = read_trial(model, arm, chosen[arm].lr)
+            trial = read_trial(model, arm, chosen[arm].lr, epochs)
             ran = read_json(model / "meta.json")["params"]["lr"]
             if ran != chosen[arm].lr:
                 raise DataError(f"{model}/meta.json: trained with lr {ran}, but the search now chooses "
                                 f"{chosen[arm].lr} for {arm}; rerun `dvc repro tune/dvc.yaml`")  # fmt: skip
             cell = root / "eval" / "final" / f"{epochs}-{r}"  # scratch with `epochs` against pretrained
             final_scores.append(_scored(trial, "final", r, cell / f"{arm}.json"))
-        comparison = read_json(root / "eval" / "final" / f"{tune.epochs}-{r}" / "comparison.json")
-        comparisons.append(comparison)
-        majority[r] = (comparison["majority_class"], comparison["majority_accuracy"])
+            if arm == "scratch":
+                comparisons[(epochs, r)] = read_comparison(cell / "comparison.json")
+        c = comparisons[(tune.epochs, r)]
+        majority[r] = (c["majority_class"], c["majority_accuracy"], c["majority_balanced_accuracy"])
     pretrained = schedule_of(final_scores, "pretrained", tune.epochs, conf)
-    scratch = [schedule_of(final_scores, "scratch", e, conf) for e in tune.scratch_epochs]
+    scratch = [schedule_of(final_scores, "scratch", e, conf, [comparisons[(e, r)]["accuracy"] for r in tune.repeats])
+               for e in tune.scratch_epochs]  # fmt: skip
+    same_budget = [comparisons[(tune.epochs, r)] for r in tune.repeats]
     untuned = None
     if untuned_lr in tune.lrs:
-        untuned = read_json(root / "eval" / "search" / str(tune.lrs[tune.lrs.index(untuned_lr)]) / "comparison.json")
-    classes = {name for name, _ in majority.values()}
+        as_written = tune.lrs[tune.lrs.index(untuned_lr)]  # the cell's folder is named as the grid writes it
+        untuned = read_comparison(root / "eval" / "search" / str(as_written) / "comparison.json")
+    classes = {name for name, _, _ in majority.values()}
     return Tuned(
         trials=trials,
         chosen=chosen,
         search_scores=search_scores,
         final_scores=final_scores,
         schedules=[pretrained, *scratch],
-        difference=mean_ci([c["accuracy"] for c in comparisons], conf, (-1, 1)),
-        significant_repeats=sum(c["significance"]["mcnemar_p"] < tune.report.alpha for c in comparisons),
-        repeats=len(comparisons),
-        catch_up=catch_up(pretrained, [s for s in scratch]),
+        difference=next(s.difference for s in scratch if s.epochs == tune.epochs),
+        significant_repeats=sum(c["significance"]["mcnemar_p"] < tune.report.alpha for c in same_budget),
+        repeats=len(same_budget),
+        catch_up=catch_up(scratch),
         untuned=untuned,
         untuned_lr=untuned_lr,
-        majority_accuracy=sum(a for _, a in majority.values()) / len(majority),
+        majority_accuracy=sum(a for _, a, _ in majority.values()) / len(majority),
         majority_class=classes.pop() if len(classes) == 1 else "/".join(sorted(classes)),
+        majority_balanced_accuracy=sum(b for _, _, b in majority.values()) / len(majority),
     )
 
 
@@ -201,35 +223,38 @@ def headline(tuned: Tuned, tune: TuneParams) -> tuple[str, str]:
 
 
 def catch_up_text(tuned: Tuned, tune: TuneParams, decision: str) -> str:
-    """Whether, and at what compute, scratch comes within the pretrained arm's CI."""
+    """Whether, and at what compute, scratch stops being significantly behind the pretrained arm."""
     conf = tune.report.confidence
     pretrained = _schedule(tuned, "pretrained", tune.epochs)
     longest = max(tune.scratch_epochs)
+    same_lr = f"(every schedule at scratch's lr chosen for {epochs_text(tune.epochs)})"
     if decision == "scratch":
         return "Scratch is ahead at the same budget, so there is nothing to catch up."
-    if pretrained.accuracy.low is None:
-        return "Catch-up: not measurable, one repeat gives the pretrained arm no CI."
+    if tuned.difference.low is None:
+        return "Catch-up: not measurable, one repeat gives no CI."
     hit = tuned.catch_up
     if hit is None:
         best = max((s for s in tuned.schedules if s.arm == "scratch"), key=lambda s: s.accuracy.mean)
+        assert best.difference is not None
         return (
-            f"Scratch does **not** come within the pretrained arm's {conf:.0%} CI ({pct(pretrained.accuracy.low)} to "
-            f"{pct(pretrained.accuracy.high)}) within {longest / tune.epochs:g}x the epochs: its best is "
-            f"{pct(best.accuracy.mean)} with {best.epochs} epochs ({seconds_text(best.seconds)})."
+            f"Scratch does **not catch up within {longest / tune.epochs:g}x the epochs** {same_lr}: its best, "
+            f"{epochs_text(best.epochs)} ({seconds_text(best.seconds)}), scores {pct(best.accuracy.mean)}, still "
+            f"{pp(best.difference.mean)} behind ({ci_pp(best.difference.low, best.difference.high, conf)})."
         )
-    ratio = hit.seconds / pretrained.seconds
+    assert hit.difference is not None
+    gap = f"{pp(hit.difference.mean)}, {ci_pp(hit.difference.low, hit.difference.high, conf)}"
     if hit.epochs == tune.epochs:
-        return (f"Scratch's mean ({pct(hit.accuracy.mean)}) already lies within the pretrained arm's {conf:.0%} CI "
-                "at the same budget.")  # fmt: skip
+        return f"At the same budget scratch is not significantly behind ({gap})."
     return (
-        f"Scratch **catches up at {hit.epochs / tune.epochs:g}x the epochs**: with {hit.epochs} epochs "
-        f"({seconds_text(hit.seconds)}, {ratio:.1f}x the pretrained arm's training seconds) its mean test accuracy, "
-        f"{pct(hit.accuracy.mean)}, lies within the pretrained arm's {conf:.0%} CI."
+        f"Scratch **catches up at {hit.epochs / tune.epochs:g}x the epochs** {same_lr}: with "
+        f"{epochs_text(hit.epochs)} ({seconds_text(hit.seconds)}, {hit.seconds / pretrained.seconds:.1f}x the "
+        f"pretrained arm's training seconds) it scores {pct(hit.accuracy.mean)} and is no longer significantly "
+        f"behind ({gap})."
     )
 
 
 def untuned_text(tuned: Tuned, tune: TuneParams, decision: str) -> str:
-    """Whether the main pipeline's untuned verdict (one lr for both arms) survives tuning."""
+    """Whether the verdict of the untuned recipe (one lr for both arms) survives tuning."""
     if tuned.untuned is None:
         return (f"The untuned recipe (lr {tuned.untuned_lr:g} for both arms, `params.yaml`) is not in the grid "
                 f"{tune.lrs}, so whether its verdict survives tuning is not measured.")  # fmt: skip
@@ -237,10 +262,11 @@ def untuned_text(tuned: Tuned, tune: TuneParams, decision: str) -> str:
     before = decide(sig["accuracy_diff_ci_low"], sig["accuracy_diff_ci_high"], sig["mcnemar_p"], tune.report.alpha)
     survives = "**survives** tuning" if before == decision else f"**does not survive** tuning (tuned: {decision})"
     return (
-        f"The untuned recipe (lr {tuned.untuned_lr:g} for both arms, as in `params.yaml`; one pair of runs on the "
-        f"search split): {before}, {pp(sig['accuracy_diff'])} "
+        f"The untuned recipe (lr {tuned.untuned_lr:g} for both arms, as in `params.yaml`) at this pipeline's size, "
+        f"one pair of runs on the search split: {before}, {pp(sig['accuracy_diff'])} "
         f"({ci_pp(sig['accuracy_diff_ci_low'], sig['accuracy_diff_ci_high'], sig['confidence'])} over its test "
-        f"images, McNemar {p_text(sig['mcnemar_p'])}). Its verdict {survives}."
+        f"images, McNemar {p_text(sig['mcnemar_p'])}). Its verdict {survives}; the evidence differs in kind (one "
+        "pair against the repeats), the direction is what is compared."
     )
 
 
@@ -264,12 +290,17 @@ def tuned_verdict(tuned: Tuned, tune: TuneParams, plot_link: str) -> str:
             mark = " ✓" if tuned.chosen[arm].lr == lr else ""
             row += [f"{pct(s.trial.val_accuracy)}{mark}", f"{pct(s.accuracy)} ({half_width(s.low, s.high)})"]
         grid.append(tuple(row))
-    final = [("arm, schedule", "test accuracy", "balanced accuracy", "training seconds", "optimizer steps")]
+    final = [("arm, schedule", "test accuracy", "balanced accuracy", "pretrained minus it", "training seconds",
+              "optimizer steps")]  # fmt: skip
     for s in tuned.schedules:
         x = f" ({s.epochs / tune.epochs:g}x)" if s.arm == "scratch" else ""
+        d = s.difference
+        gap = "" if d is None else f"{pp(d.mean)} ({ci_pp(d.low, d.high, conf)})"
         final.append((f"{s.arm}, {epochs_text(s.epochs)}{x}", estimate_text(s.accuracy, conf),
-                      estimate_text(s.balanced_accuracy, conf), seconds_text(s.seconds), f"{s.steps:,}"))  # fmt: skip
-    final.append(("majority class (test)", pct(tuned.majority_accuracy), "50.0%", "", ""))
+                      estimate_text(s.balanced_accuracy, conf), gap, seconds_text(s.seconds),
+                      f"{s.steps:,}"))  # fmt: skip
+    baseline = ("majority class (test)", pct(tuned.majority_accuracy), pct(tuned.majority_balanced_accuracy))
+    final.append((*baseline, "", "", ""))
     return "\n".join([
         "# Verdict of the tuning pipeline",
         "",
@@ -278,7 +309,8 @@ def tuned_verdict(tuned: Tuned, tune: TuneParams, plot_link: str) -> str:
         untuned_text(tuned, tune, decision),
         "",
         f"Baseline: predicting the majority class (`{tuned.majority_class}`) scores {pct(tuned.majority_accuracy)} "
-        f"test accuracy (mean over the repeats' test splits) and 50.0% balanced accuracy; every accuracy here is "
+        f"test accuracy (mean over the repeats' test splits) and {pct(tuned.majority_balanced_accuracy)} balanced "
+        "accuracy; every accuracy here is "
         "read against that.",
         "",
         "## Tuning budget: the same trials per arm",
@@ -322,8 +354,12 @@ def tune_summary(tuned: Tuned, tune: TuneParams) -> dict[str, Any]:
         out[key] = {"accuracy": s.accuracy.mean, "accuracy_ci_low": s.accuracy.low,
                     "accuracy_ci_high": s.accuracy.high, "balanced_accuracy": s.balanced_accuracy.mean,
                     "seconds": s.seconds, "steps": s.steps}  # fmt: skip
+        if s.difference is not None:
+            out[key] |= {"accuracy_diff": s.difference.mean, "accuracy_diff_ci_low": s.difference.low,
+                         "accuracy_diff_ci_high": s.difference.high}  # fmt: skip
     out["catch_up_epochs"] = None if tuned.catch_up is None else tuned.catch_up.epochs
     out["majority_accuracy"] = tuned.majority_accuracy
+    out["majority_balanced_accuracy"] = tuned.majority_balanced_accuracy
     return out
 
 
@@ -341,9 +377,12 @@ def compute_table(tuned: Tuned) -> pd.DataFrame:
 
 
 def frontier(runs: pd.DataFrame) -> pd.DataFrame:
-    """The best test accuracy reached at or below each run's training seconds (one arm's runs)."""
-    ordered = runs.sort_values("seconds")
-    return ordered.assign(best=ordered["test_accuracy"].cummax())[["seconds", "best"]]
+    """One arm's final schedules (mean over repeats of seconds and test accuracy), by seconds, with the best mean
+    test accuracy reached at or below each. The search runs are left out: picking among them by test accuracy
+    would choose on the test split."""
+    final = runs[runs["phase"] == "final"].groupby("epochs")[["seconds", "test_accuracy"]].mean()
+    ordered = final.sort_values("seconds").reset_index()
+    return ordered.assign(best=ordered["test_accuracy"].cummax())[["epochs", "seconds", "test_accuracy", "best"]]
 
 
 def plot_compute(table: pd.DataFrame, baseline: float, path: str | Path) -> None:
@@ -358,12 +397,14 @@ def plot_compute(table: pd.DataFrame, baseline: float, path: str | Path) -> None
                        facecolors="none" if phase == "search" else COLOURS[arm],
                        label=f"{LABELS[arm]}, {phase}")  # fmt: skip
         line = frontier(runs)
+        ax.plot(line["seconds"], line["test_accuracy"], "D", color=COLOURS[arm], markersize=7,
+                markeredgecolor="black", label=f"{LABELS[arm]}, mean over repeats")  # fmt: skip
         ax.step(line["seconds"], line["best"], where="post", color=COLOURS[arm], linewidth=1)
     draw_baseline(ax, baseline)
     ax.set_xscale("log")
     ax.set_xlabel("training seconds (log scale)")
     ax.set_ylabel("test accuracy")
-    ax.set_title("Every run; lines: each arm's best so far", fontsize=10)
+    ax.set_title("Every run; diamonds: each schedule's mean over repeats; lines: best so far", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     save_figure(fig, path)

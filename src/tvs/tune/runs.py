@@ -24,11 +24,12 @@ class Trial:
 
     arm: str
     lr: float
-    epochs: int
+    epochs: int  # its schedule, as the cell names it (a diverged run stops early)
     val_accuracy: float  # at the best epoch, the one the checkpoint keeps
     val_loss: float
     seconds: float
-    steps: int  # optimizer steps: epochs x batches per epoch
+    steps: int  # optimizer steps it made: epochs run x batches per epoch
+    diverged: bool = False
 
 
 def search_model(models: Path, arm: str, lr: float) -> Path:
@@ -39,32 +40,36 @@ def final_model(models: Path, arm: str, repeat: int, epochs: int | None = None) 
     return Path(models) / (f"{arm}-{repeat}" if arm == "pretrained" else f"{arm}-{epochs}-{repeat}")
 
 
-def read_trial(model_dir: Path, arm: str, lr: float) -> Trial:
-    """The run in ``model_dir`` (its ``meta.json``); an error names the file when the run is missing."""
-    meta = read_json(Path(model_dir) / "meta.json")
+def read_trial(model_dir: Path, arm: str, lr: float, epochs: int) -> Trial:
+    """The run in ``model_dir`` (its ``meta.json``), scheduled for ``epochs``; errors name the file."""
+    path = Path(model_dir) / "meta.json"
+    meta = read_json(path)
     if meta.get("arm") != arm:
-        raise DataError(f"{model_dir}/meta.json: a run of the {meta.get('arm')!r} arm where {arm!r} was expected")
-    epochs = len(meta["history"])
-    batches = math.ceil(meta["train_images"] / meta["params"]["train"]["batch_size"])
-    return Trial(
-        arm, lr, epochs, meta["best_val_accuracy"], meta["best_val_loss"], meta["train_seconds"], epochs * batches
-    )
+        raise DataError(f"{path}: a run of the {meta.get('arm')!r} arm where {arm!r} was expected")
+    try:
+        batches = math.ceil(meta["train_images"] / meta["params"]["train"]["batch_size"])
+        return Trial(arm, lr, epochs, meta["best_val_accuracy"], meta["best_val_loss"], meta["train_seconds"],
+                     len(meta["history"]) * batches, bool(meta.get("diverged")))  # fmt: skip
+    except (KeyError, TypeError) as err:
+        raise DataError(f"{path}: not a finished training run (no {err})") from None
 
 
 def select_lr(trials: Sequence[Trial]) -> Trial:
     """The trial with the best validation accuracy; ties go to the lower validation loss, then the lower lr.
 
     Only validation numbers enter: a :class:`Trial` holds no test score, so the test split cannot
-    leak into the choice.
+    leak into the choice. A run that diverged is not chosen, whatever its best epoch scored, unless
+    every run diverged.
     """
     if not trials:
         raise ValueError("select_lr: no trials")
-    return min(trials, key=lambda t: (-t.val_accuracy, t.val_loss, t.lr))
+    stable = [t for t in trials if not t.diverged] or list(trials)
+    return min(stable, key=lambda t: (-t.val_accuracy, t.val_loss, t.lr))
 
 
-def search(models: Path, lrs: Sequence[float]) -> dict[str, list[Trial]]:
-    """Every search run, per arm, in the order of the grid."""
-    return {arm: [read_trial(search_model(models, arm, lr), arm, lr) for lr in lrs] for arm in ARMS}
+def search(models: Path, lrs: Sequence[float], epochs: int) -> dict[str, list[Trial]]:
+    """Every search run (``epochs`` each), per arm, in the order of the grid."""
+    return {arm: [read_trial(search_model(models, arm, lr), arm, lr, epochs) for lr in lrs] for arm in ARMS}
 
 
 def selection(trials: Mapping[str, Sequence[Trial]]) -> dict[str, Trial]:
@@ -79,7 +84,8 @@ def write_selection(trials: Mapping[str, Sequence[Trial]], out: Path) -> dict[st
         write_text(Path(out) / f"{arm}.set", f"lr={chosen[arm].lr!r}\n")
     write_json(Path(out) / "selection.json", {
         arm: {"lr": chosen[arm].lr, "val_accuracy": chosen[arm].val_accuracy,
-              "trials": [{"lr": t.lr, "val_accuracy": t.val_accuracy, "val_loss": t.val_loss} for t in trials[arm]]}
+              "trials": [{"lr": t.lr, "val_accuracy": t.val_accuracy, "val_loss": t.val_loss, "diverged": t.diverged}
+                         for t in trials[arm]]}
         for arm in ARMS
     })  # fmt: skip
     return chosen
