@@ -241,7 +241,8 @@ def declared_outputs(dvc_yaml: Path) -> set[str]:
 
 # The files `dvc metrics diff` and the comment read; a copy of them is the base branch of a clone.
 COMMENT_FILES = [".dvc/config", "dvc.yaml", "params.yaml", "study/dvc.yaml", "study/params.yaml", "metrics",
-                 "study/metrics", "reports/verdict.md", "study/reports/verdict.md", "src/tvs/__init__.py",
+                 "study/metrics", "reports/verdict.md", "study/reports/verdict.md", "tune/dvc.yaml",
+                 "tune/params.yaml", "tune/metrics", "tune/reports/verdict.md", "src/tvs/__init__.py",
                  "src/tvs/pr.py"]  # fmt: skip
 
 
@@ -290,12 +291,14 @@ def test_the_comment_step_runs_here_and_leads_with_the_metrics_that_decide_the_v
     assert cells[3] == f"{100 * (0.5 - accuracy):+.1f} pp"
     assert f"| metrics/scratch.json | train_seconds | {seconds:.5g} | 1 | {1 - seconds:.5g} |" in table  # folded
     assert table.index("Balanced accuracy, scratch") < table.index("<details>") < table.index("train_seconds")
-    for verdict in ("reports", "study/reports"):
+    for verdict in ("reports", "study/reports", "tune/reports"):
         assert f"](https://github.com/o/r/raw/abc/{verdict}/" in comment  # its plots, from this commit
 
     args = shell_words(step, "python -m tvs.pr", env)
     verdicts = {args[i + 1] for i, arg in enumerate(args) if arg == "--verdict"}
-    assert verdicts <= declared_outputs(PROJECT / "dvc.yaml") | declared_outputs(PROJECT / "study" / "dvc.yaml")
+    pipelines = (PROJECT / "dvc.yaml", PROJECT / "study" / "dvc.yaml", PROJECT / "tune" / "dvc.yaml")
+    assert verdicts == {"reports/verdict.md", "study/reports/verdict.md", "tune/reports/verdict.md"}
+    assert verdicts <= set().union(*map(declared_outputs, pipelines))
     post = workflow_step("comment", "gh pr comment")
     body = shell_words(post, "gh pr comment", {**env, **{k: "1" for k in post["env"]}})
     assert body[body.index("--body-file") + 1] == args[args.index("--out") + 1]  # it posts what tvs.pr wrote
