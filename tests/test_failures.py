@@ -127,6 +127,12 @@ def case_projects(base: Path) -> dict[str, tuple[Path, list[str], dict[str, str]
     return cases
 
 
+def as_foreground_job() -> None:
+    """Ctrl-C reaches a terminal's foreground job; a job a non-interactive shell backgrounds with `&`
+    (a CI runner's, `nohup ... &`) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_after_first_epoch(proc: subprocess.Popen, project: Path) -> None:
     """Ctrl-C once epoch 1's resume state is on disk (so the rerun has something to resume)."""
     state = project / "models" / ".resume" / "scratch" / STATE
@@ -143,7 +149,13 @@ def runs(base: Path) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
     cases["ctrl_c"] = (copy_project(base, "ctrl_c"), train_cmd("scratch"), {})
     procs = {
         name: subprocess.Popen(
-            cmd, cwd=project, env={**ENV, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            cmd,
+            cwd=project,
+            env={**ENV, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=as_foreground_job if name == "ctrl_c" else None,
         )
         for name, (project, cmd, env) in cases.items()
     }
