@@ -9,12 +9,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from .conftest import write_imagefolder, write_params
 from .stage_runner import empty_project, run_stage, stage_cmd, train_cmd
 
 BAR = re.compile(r"\d+/\d+ \[|it/s|img/s|batch/s|\r")  # what any tqdm bar prints
 
 
+@pytest.mark.e2e  # runs the stage scripts in subprocesses
 def test_prepare_and_train_log_plain_lines_when_piped(tmp_path: Path):
     project = empty_project(tmp_path / "project")
     write_imagefolder(project / "data" / "raw", {"cats": 8, "dogs": 8})

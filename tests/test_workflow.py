@@ -199,6 +199,7 @@ def test_the_cpu_runners_copy_of_the_lock_keeps_torch_and_drops_exactly_its_cuda
 # --- the steps, run here ----------------------------------------------------------------------
 
 
+@pytest.mark.e2e  # runs the workflow step's dvc commands
 def test_the_quick_runs_summary_shows_the_main_pipelines_metrics_and_not_the_studys(tmp_path: Path):
     step = workflow_step("quick-pipeline", "GITHUB_STEP_SUMMARY")
     summary = tmp_path / "summary.md"
@@ -264,6 +265,7 @@ def pull_request(tmp_path: Path) -> Path:
     return branch
 
 
+@pytest.mark.e2e  # runs the workflow step's dvc commands
 def test_the_comment_step_runs_here_and_leads_with_the_metrics_that_decide_the_verdict(
     pull_request: Path, tmp_path: Path
 ):
