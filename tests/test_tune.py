@@ -184,7 +184,7 @@ def test_one_repeat_says_the_catch_up_is_not_measurable():
 def test_the_verdict_shows_the_baseline_and_what_the_cis_cover():
     t = tuned([0.87, 0.88, 0.86], {8: [0.79, 0.80, 0.78], 16: [0.8] * 3, 32: [0.8] * 3})
     text = tuned_verdict(t, TUNE, "compute.png")
-    assert "Baseline: predicting the majority class (`functional`) scores 68.7%" in text
+    assert "Baseline: predicting the majority class (`functional`) for every test image scores 68.7% accuracy" in text
     assert "| majority class (test) | 68.7% | 50.0% |" in text
     assert "cover both which images landed in the test split and the seed" in text
     assert "| pretrained | 2 | 0.001, 0.01 |" in text  # trials per arm, the grid

@@ -28,6 +28,7 @@ from tvs.verdict.plots import COLOURS, LABELS, draw_baseline, save_figure
 from tvs.verdict.rules import (
     ARM_ACTION,
     INCONCLUSIVE,
+    baseline_text,
     ci_pp,
     decide,
     epochs_text,
@@ -101,8 +102,8 @@ class Tuned:
     untuned: dict[str, Any] | None  # the search split's comparison at the main pipeline's lr
     untuned_lr: float
     majority_accuracy: float  # mean over the repeats' test splits
+    majority_balanced_accuracy: float  # the same
     majority_class: str
-    majority_balanced_accuracy: float = 0.5
 
 
 def _scored(trial: Trial, phase: str, repeat: int, arm_json: Path) -> Scored:
@@ -139,8 +140,8 @@ def schedule_of(
 def catch_up(scratch: Sequence[Schedule]) -> Schedule | None:
     """The shortest scratch schedule no longer significantly behind the pretrained arm: the CI of the paired
     difference (pretrained minus it, over repeats) reaches zero. ``None``: none is, or one repeat gives no CI."""
-    behind = lambda s: s.difference is None or s.difference.low is None or s.difference.low > 0  # noqa: E731
-    return next((s for s in sorted(scratch, key=lambda s: s.epochs) if not behind(s)), None)
+    reached = (s for s in sorted(scratch, key=lambda s: s.epochs) if s.difference and s.difference.low is not None)
+    return next((s for s in reached if s.difference.low <= 0), None)
 
 
 def collect(tune: TuneParams, root: Path, untuned_lr: float) -> Tuned:
@@ -154,7 +155,7 @@ def collect(tune: TuneParams, root: Path, untuned_lr: float) -> Tuned:
         for arm in ARMS
         for t in trials[arm]
     ]
-    final_scores, comparisons, majority = [], {}, {}
+    final_scores, comparisons = [], {}
     for r in tune.repeats:
         for arm, epochs in (("pretrained", tune.epochs), *(("scratch", e) for e in tune.scratch_epochs)):
             model = final_model(root / "models" / "final", arm, r, epochs)
@@ -167,8 +168,6 @@ def collect(tune: TuneParams, root: Path, untuned_lr: float) -> Tuned:
             final_scores.append(_scored(trial, "final", r, cell / f"{arm}.json"))
             if arm == "scratch":
                 comparisons[(epochs, r)] = read_comparison(cell / "comparison.json")
-        c = comparisons[(tune.epochs, r)]
-        majority[r] = (c["majority_class"], c["majority_accuracy"], c["majority_balanced_accuracy"])
     pretrained = schedule_of(final_scores, "pretrained", tune.epochs, conf)
     scratch = [schedule_of(final_scores, "scratch", e, conf, [comparisons[(e, r)]["accuracy"] for r in tune.repeats])
                for e in tune.scratch_epochs]  # fmt: skip
@@ -177,7 +176,7 @@ def collect(tune: TuneParams, root: Path, untuned_lr: float) -> Tuned:
     if untuned_lr in tune.lrs:
         as_written = tune.lrs[tune.lrs.index(untuned_lr)]  # the cell's folder is named as the grid writes it
         untuned = read_comparison(root / "eval" / "search" / str(as_written) / "comparison.json")
-    classes = {name for name, _, _ in majority.values()}
+    classes = {c["majority_class"] for c in same_budget}
     return Tuned(
         trials=trials,
         chosen=chosen,
@@ -190,9 +189,9 @@ def collect(tune: TuneParams, root: Path, untuned_lr: float) -> Tuned:
         catch_up=catch_up(scratch),
         untuned=untuned,
         untuned_lr=untuned_lr,
-        majority_accuracy=sum(a for _, a, _ in majority.values()) / len(majority),
+        majority_accuracy=sum(c["majority_accuracy"] for c in same_budget) / len(same_budget),
+        majority_balanced_accuracy=sum(c["majority_balanced_accuracy"] for c in same_budget) / len(same_budget),
         majority_class=classes.pop() if len(classes) == 1 else "/".join(sorted(classes)),
-        majority_balanced_accuracy=sum(b for _, _, b in majority.values()) / len(majority),
     )
 
 
@@ -308,10 +307,8 @@ def tuned_verdict(tuned: Tuned, tune: TuneParams, plot_link: str) -> str:
         "",
         untuned_text(tuned, tune, decision),
         "",
-        f"Baseline: predicting the majority class (`{tuned.majority_class}`) scores {pct(tuned.majority_accuracy)} "
-        f"test accuracy (mean over the repeats' test splits) and {pct(tuned.majority_balanced_accuracy)} balanced "
-        "accuracy; every accuracy here is "
-        "read against that.",
+        f"Baseline: {baseline_text(tuned.majority_class, tuned.majority_accuracy, tuned.majority_balanced_accuracy)} "
+        "(mean over the repeats' test splits); every accuracy here is read against that.",
         "",
         "## Tuning budget: the same trials per arm",
         "",
