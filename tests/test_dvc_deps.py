@@ -137,7 +137,9 @@ def test_output_roots_come_from_dvc_yaml():
         "reports",
         "reports/plots",
     )
-    assert output_roots(PROJECT / "study" / "dvc.yaml") == ("dvclive", "eval", "metrics", "models", "reports")
+    assert output_roots(PROJECT / "study" / "dvc.yaml") == (
+        "dvclive", "eval", "metrics", "models", "prepared", "reports", "splits"
+    )  # fmt: skip
 
 
 @pytest.mark.e2e

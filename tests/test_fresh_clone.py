@@ -22,11 +22,12 @@ pytestmark = pytest.mark.e2e
 
 REBUILT = {  # README's right-hand column: (pipeline file, patterns of outputs a clone lacks)
     "dvc.yaml": r"data/raw|data/prepared|models/(pretrained|scratch)|dvclive/(pretrained|scratch)|eval",
-    "study/dvc.yaml": r"study/(models|dvclive)/[0-9.]+-(pretrained|scratch)-\d+|study/eval/[0-9.]+-\d+",
+    "study/dvc.yaml": r"study/(prepared/\d+|splits/\d+\.json|(models|dvclive)/[0-9.]+-(pretrained|scratch)-\d+|"
+    r"eval/[0-9.]+-\d+)",
     "tune/dvc.yaml": r"tune/(prepared/\d+|splits/\d+\.json|(models|dvclive|eval)/(search|final)/[^/]+|selected)",
 }
 
-ANYWHERE = "|".join(f"(?:{pattern})" for pattern in REBUILT.values())  # the study reads the main pipeline's
+ANYWHERE = "|".join(f"(?:{pattern})" for pattern in REBUILT.values())  # the study and tune read data/raw
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ has no `dvc.lock` to pull by: what it gets back without training, it gets from t
 stage's outputs; a bare `dvc pull` finds nothing to check out without a lock file).
 
 What crosses machines: a stage whose outputs are all in DVC's cache (the training stages, every
-study cell). A stage with a `cache: false` output runs again: with one under `outs` DVC keeps no
+study cell and each seed's split). A stage with a `cache: false` output runs again: with one under `outs` DVC keeps no
 run record at all (verdict, report), and the copy of a `cache: false` metric that a run record
 points to stays in the local cache, since `dvc push` sends only the workspace's cached outputs
 (prepare and evaluate: seconds of work, deterministic, so the metrics still match).
@@ -31,6 +31,11 @@ pytestmark = pytest.mark.e2e
 STUDY = {**TINY_STUDY, "min_steps": 0}  # one epoch per cell: the run-cache, not the budget rule, is tested here
 FIRST_HALF, SECOND_HALF = STUDY["fractions"]
 TRAINING = {"train_pretrained", "train_scratch"}
+
+
+def splits(seeds: list[int]) -> set[str]:
+    """The study's ``prepare`` cells: one split per seed."""
+    return {f"prepare@{seed}" for seed in seeds}
 
 
 def restored_stages(output: str) -> set[str]:
@@ -71,7 +76,7 @@ def origin(dvc_repo, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_ok(["git", "commit", "-qam", "the team's remote"], repo)
     assert ran_stages(dvc(repo, "repro")) >= TRAINING
     out = dvc(repo, "repro", "--glob", f"study/dvc.yaml:*@{FIRST_HALF}-*")  # the study's first half
-    assert ran_stages(out) == cells([FIRST_HALF], STUDY["seeds"])
+    assert ran_stages(out) == cells([FIRST_HALF], STUDY["seeds"]) | splits(STUDY["seeds"])
     dvc(repo, "push", "--run-cache")
     return repo
 
@@ -87,6 +92,9 @@ def test_a_clone_restores_the_training_from_a_shared_folder_remote_without_runni
     out = dvc(b, "repro", "--pull")
     restorable = fully_cached_stages(b / "dvc.yaml")
     assert restorable >= TRAINING, "a training stage has a `cache: false` output: it cannot come from a remote"
+    # `prepare` as well: its `cache: false` metric holds only counts, byte for byte the study's split
+    # summary (study/splits/<seed>.json, a cached output A pushed), so all it wrote is in the remote.
+    restorable |= {"prepare"}
     assert restored_stages(out) == restorable
     assert ran_stages(out) == set(yaml.safe_load((b / "dvc.yaml").read_text())["stages"]) - restorable
     assert_same_models(b, origin)
@@ -127,7 +135,7 @@ def test_a_clone_restores_the_training_from_an_s3_remote_without_running_it(
     dvc(c, "remote", "default", "--local", "s3")  # this machine reads only from S3
     # The training stages and what they need: the rest of the pipeline is the shared folder's test.
     out = dvc(c, "repro", "--pull", *sorted(TRAINING))
-    assert (restored_stages(out), ran_stages(out)) == (TRAINING, {"prepare"})
+    assert (restored_stages(out), ran_stages(out)) == (TRAINING | {"prepare"}, set())  # prepare: see above
     assert_same_models(c, origin)
 
 
@@ -137,13 +145,14 @@ def test_two_clones_each_train_half_the_study_and_a_third_pulls_the_whole_study_
     seeds = STUDY["seeds"]
     y = clone(origin, tmp_path / "y")
     out = dvc(y, "repro", "--pull", "--glob", f"study/dvc.yaml:*@{SECOND_HALF}-*")  # the README's command
-    assert ran_stages(out) == {"prepare"} | cells([SECOND_HALF], seeds)  # prepare: its metric is `cache: false`
+    assert restored_stages(out) == splits(seeds)  # the seeds' splits: A made them
+    assert ran_stages(out) == cells([SECOND_HALF], seeds)
     dvc(y, "push", "--run-cache")
 
     z = clone(origin, tmp_path / "z")
     out = dvc(z, "repro", "--pull", "study/dvc.yaml")
-    assert restored_stages(out) == cells(STUDY["fractions"], seeds)
-    assert ran_stages(out) == {"prepare", "report"}  # seconds: a `cache: false` output each (module docstring)
+    assert restored_stages(out) == cells(STUDY["fractions"], seeds) | splits(seeds)
+    assert ran_stages(out) == {"report"}  # seconds: a `cache: false` output (module docstring)
     assert read_json(z, "study/eval/*/comparison.json") == {
         **read_json(origin, "study/eval/*/comparison.json"),
         **read_json(y, "study/eval/*/comparison.json"),

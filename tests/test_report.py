@@ -253,19 +253,26 @@ def write_cell(folder: Path, seed: int, pre: float, scr: float) -> None:
         (folder / f"{arm}.json").write_text(json.dumps({"accuracy": acc, "balanced_accuracy": acc - 0.05}))
 
 
-def test_write_study_report_summarises_every_cell_of_the_grid(tmp_path: Path):
-    prepared = tmp_path / "prepared"
-    prepared.mkdir()
+def write_split(folder: Path, train_per_class: int) -> None:
+    """A prepared split of 40 images, two classes, 3 test images per class."""
+    folder.mkdir(parents=True)
+    val = 20 - 3 - train_per_class
     manifest = pd.DataFrame(
         {
             "path": [f"{i}.png" for i in range(40)],
             "class": ["a", "b"] * 20,
             "sha1": [str(i) for i in range(40)],
-            "split": ["train"] * 30 + ["val"] * 4 + ["test"] * 6,
+            "split": ["train"] * 2 * train_per_class + ["val"] * 2 * val + ["test"] * 6,
         }
     )
-    manifest.to_csv(prepared / "manifest.csv", index=False)
-    np.save(prepared / "images.npy", np.zeros((40, 3, 8, 8), dtype=np.uint8))
+    manifest.to_csv(folder / "manifest.csv", index=False)
+    np.save(folder / "images.npy", np.zeros((40, 3, 8, 8), dtype=np.uint8))
+
+
+def test_write_study_report_summarises_every_cell_of_the_grid_over_each_seeds_split(tmp_path: Path):
+    prepared = tmp_path / "prepared"
+    for seed, train_per_class in ((1, 15), (2, 15), (3, 16)):  # seed 3's split: one image more per class
+        write_split(prepared / str(seed), train_per_class)
     rng = np.random.default_rng(0)
     for fraction in (0.2, 1.0):
         for seed in (1, 2, 3):
@@ -278,7 +285,8 @@ def test_write_study_report_summarises_every_cell_of_the_grid(tmp_path: Path):
         table_path=out / "curve.csv",
     )  # fmt: skip
     assert summary["recommendation"] == "pretrained" and summary["break_even_images_per_class"] is None
-    assert summary["20pct"]["images_per_class"] == 3 and summary["100pct"]["images_per_class"] == 15
+    assert summary["20pct"]["images_per_class"] == pytest.approx(10 / 3)  # 3, 3 and 4 per class
+    assert summary["100pct"]["images_per_class"] == pytest.approx(46 / 3)  # 15, 15 and 16
     full = summary["100pct"]
     assert full["pretrained_accuracy_ci_low"] < full["pretrained_accuracy"] < full["pretrained_accuracy_ci_high"]
     assert full["pretrained_accuracy_sd"] > 0 and full["accuracy_diff_sd"] > 0
@@ -287,19 +295,36 @@ def test_write_study_report_summarises_every_cell_of_the_grid(tmp_path: Path):
     assert full["pretrained_balanced_accuracy"] == pytest.approx(full["pretrained_accuracy"] - 0.05)
     assert (out / "curve.png").read_bytes().startswith(PNG_MAGIC)
     table = pd.read_csv(out / "curve.csv")
-    assert list(table["images_per_class"]) == [3.0, 15.0] and list(table["majority"]) == [361 / 525] * 2
-    assert "](curve.png)" in (out / "verdict.md").read_text()
-    assert "Majority-class baseline (test) | 68.8%" in (out / "verdict.md").read_text()
+    assert list(table["train_images"]) == [7, 31] and list(table["majority"]) == [361 / 525] * 2
+    verdict = (out / "verdict.md").read_text()
+    assert "](curve.png)" in verdict and "Majority-class baseline (test) | 68.8%" in verdict
+    assert "mean over the 3 seeds' test splits" in verdict and "its own stratified split" in verdict
 
 
-def test_the_study_refuses_cells_scored_on_different_test_splits(tmp_path: Path):
+def test_a_missing_split_is_named(tmp_path: Path):
+    write_split(tmp_path / "prepared" / "1", 15)
+    write_cell(tmp_path / "eval" / "1.0-1", 1, 0.8, 0.7)
+    write_cell(tmp_path / "eval" / "1.0-2", 2, 0.8, 0.7)
+    with pytest.raises(DataError, match=r"prepared/2/manifest\.csv: missing"):
+        write_study_report(
+            study=StudyParams([1.0], [1, 2], 0, SETTINGS), data_dir=tmp_path / "prepared", results=tmp_path / "eval",
+            summary_path=tmp_path / "s.json", verdict_path=tmp_path / "v.md", plot_path=tmp_path / "c.png",
+            table_path=tmp_path / "c.csv",
+        )  # fmt: skip
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_the_study_baseline_is_the_mean_of_the_seeds_test_splits(tmp_path: Path):
     for seed, majority in ((1, 0.6), (2, 0.7)):
         write_cell(tmp_path / f"1.0-{seed}", seed, 0.8, 0.7)
         path = tmp_path / f"1.0-{seed}" / "comparison.json"
         path.write_text(json.dumps({**json.loads(path.read_text()), "majority_accuracy": majority}))
-    with pytest.raises(DataError, match=r"1\.0-1, .*1\.0-2: scored on different test splits"):
-        split_baseline(tmp_path, [1.0], [1, 2])
+    assert split_baseline(tmp_path, [1.0], [1, 2]) == Baseline("functional", pytest.approx(0.65), 0.5)
     assert split_baseline(tmp_path, [1.0], [1]) == Baseline("functional", 0.6, 0.5)
+    path = tmp_path / "1.0-2" / "comparison.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "majority_class": "defective"}))
+    with pytest.raises(DataError, match=r"1\.0-1 \(functional\), .*1\.0-2 \(defective\): .*majority classes differ"):
+        split_baseline(tmp_path, [1.0], [1, 2])
 
 
 # --- the pull-request comment ----------------------------------------------------------------

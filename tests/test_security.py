@@ -31,7 +31,9 @@ def test_the_output_folders_are_read_from_the_dvc_yaml_of_the_stage(tmp_path: Pa
         "  b:\n    matrix: {seed: [1, 2]}\n    cmd: x\n    outs: ['models/${item.seed}-scratch']\n"
     )
     assert output_roots(tmp_path / "dvc.yaml") == ("data/prepared", "metrics", "models", "reports")
-    assert output_roots(PROJECT / "study" / "dvc.yaml") == ("dvclive", "eval", "metrics", "models", "reports")
+    assert output_roots(PROJECT / "study" / "dvc.yaml") == (
+        "dvclive", "eval", "metrics", "models", "prepared", "reports", "splits"
+    )  # fmt: skip
     assert ", ".join(f"{root}/" for root in output_roots(PROJECT / "dvc.yaml")) == ALLOWED
 
 

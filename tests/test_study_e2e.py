@@ -2,9 +2,9 @@
 
 2 fractions x 2 arms, 32 px images, one epoch (more where the step floor asks), in a temporary
 git repository holding both pipelines. The scenarios run in order, as a user would: run the
-study with one seed, add a second seed (only its cells run: 2 fractions x 2 arms x 2 seeds in
-all), add a fraction (only its cells are stale), and build the pull-request comment from a real
-`dvc metrics diff`.
+study with one seed, add a second seed (only its split and its cells run: 2 fractions x 2 arms
+x 2 seeds in all), add a fraction (only its cells are stale), and build the pull-request comment
+from a real `dvc metrics diff`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -52,7 +53,7 @@ def repo(dvc_repo) -> Path:
 
 def test_1_the_study_trains_every_cell_on_nested_subsets_and_writes_its_verdict(repo: Path):
     out = dvc(repo / "study", "repro")
-    assert ran_stages(out) == {"prepare", "report"} | cells([0.5, 1.0], [0])
+    assert ran_stages(out) == {"prepare@0", "report"} | cells([0.5, 1.0], [0])  # not the main pipeline's prepare
     study = repo / "study"
     summary = json.loads((study / "metrics" / "summary.json").read_text())
     assert (summary["50pct"]["images_per_class"], summary["100pct"]["images_per_class"]) == (3, 6)
@@ -80,8 +81,16 @@ def test_2_adding_a_seed_runs_only_the_new_cells_and_the_report(repo: Path):
     assert ran_stages(dvc(repo / "study", "repro")) == set()
     write_study_params(repo, seeds=[0, 1])
     out = dvc(repo / "study", "repro")
-    assert ran_stages(out) == cells([0.5, 1.0], [1]) | {"report"}
+    assert ran_stages(out) == cells([0.5, 1.0], [1]) | {"prepare@1", "report"}
     summary = json.loads((repo / "study" / "metrics" / "summary.json").read_text())
+    # Seed 1 is a split of its own: other test images than seed 0's, the same number of each class.
+    tests = {}
+    for seed in (0, 1):
+        manifest = pd.read_csv(repo / "study" / "prepared" / str(seed) / "manifest.csv")
+        tests[seed] = manifest[manifest["split"] == "test"]
+    assert set(tests[0]["path"]) != set(tests[1]["path"])
+    assert tests[0]["class"].value_counts().to_dict() == tests[1]["class"].value_counts().to_dict()
+    assert "mean over the 2 seeds' test splits" in (repo / "study" / "reports" / "verdict.md").read_text()
     assert summary["seeds"] == 2 and summary["100pct"]["pretrained_accuracy_ci_low"] is not None
 
 
@@ -116,7 +125,7 @@ def test_5_the_main_evaluate_and_verdict_write_the_verdict_and_its_plot_from_rea
     assert "evaluate" in dvc(repo, "stage", "list")  # the main dvc.yaml, with its new outputs, parses
     models = repo / "study" / "models"
     run_ok(
-        [sys.executable, "src/stages/evaluate.py", "--data", "data/prepared", "--pretrained",
+        [sys.executable, "src/stages/evaluate.py", "--data", "study/prepared/0", "--pretrained",
          str(models / "1.0-pretrained-0"), "--scratch", str(models / "1.0-scratch-0"), "--metrics", "metrics",
          "--eval-dir", "eval", "--set", "evaluate.resamples=200"],
         repo,

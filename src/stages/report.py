@@ -14,8 +14,8 @@ from tvs.study.params import load_study_params  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", type=Path, required=True, help="the study's params (grid and report settings)")
-    parser.add_argument("--data", type=Path, required=True, help="prepared data folder (for the training sizes)")
-    parser.add_argument("--results", type=Path, required=True, help="folder of the evaluate cells: <fraction>/<seed>/")
+    parser.add_argument("--data", type=Path, required=True, help="folder of each seed's prepared split: <seed>/")
+    parser.add_argument("--results", type=Path, required=True, help="folder of the evaluate cells: <fraction>-<seed>/")
     parser.add_argument("--summary", type=Path, required=True, help="JSON metrics of the whole study")
     parser.add_argument("--verdict", type=Path, required=True, help="the study's verdict (Markdown)")
     parser.add_argument("--plot", type=Path, required=True, help="PNG: test accuracy vs training images per class")

@@ -54,6 +54,13 @@ def size_key(fraction: float) -> str:
     return f"{100 * fraction:g}pct".replace(".", "_")
 
 
+def mean_training_size(manifests: Sequence[pd.DataFrame], fraction: float) -> tuple[int, float]:
+    """Training images at ``fraction`` and their number per class, averaged over the seeds' splits
+    (stratified splits of one dataset: equal, or one image apart where copies keep a group together)."""
+    sizes = [training_sizes(manifest, fraction) for manifest in manifests]
+    return round(sum(n for n, _ in sizes) / len(sizes)), sum(per_class for _, per_class in sizes) / len(sizes)
+
+
 def data_requirement(sizes: Sequence[SizeSummary], arm: str, target: float) -> SizeSummary | None:
     """The smallest size at which ``arm``'s mean test accuracy reaches ``target`` (``None``: never)."""
     return next((s for s in sorted(sizes, key=lambda s: s.fraction) if s.accuracy[arm].mean >= target), None)
@@ -176,7 +183,7 @@ def study_verdict(
                acc(s, "pretrained"), acc(s, "scratch"), diff(s)) for s in ordered]  # fmt: skip
     floor = (
         f"Baseline: {baseline_text(baseline.majority_class, baseline.accuracy, baseline.balanced_accuracy)} "
-        "(the same test split for every size and seed); every accuracy here is read against that."
+        f"({_splits(large.seeds)}); every accuracy here is read against that."
     )
     parts = ["# Verdict of the data-efficiency study", line, floor, markdown_table(rows)]
     if plot_png:
@@ -185,11 +192,17 @@ def study_verdict(
         "## Every training size",
         markdown_table(curve),
         STUDY_RULE.format(conf=conf, target=settings.target_fraction),
-        f"Each size ran {large.seeds} seeds per arm: a seed draws its own nested training subset, initialisation "
-        "and data order; the split, and so the test images, are the same for every run. Budget: both arms "
-        "of a size get the same epochs (`train.epochs`, raised where needed to reach `min_steps` optimizer steps).",
+        f"Each size ran {large.seeds} seeds per arm: a seed draws its own stratified split (and so its own test "
+        "images), nested training subset, initialisation and data order, and both arms of a seed share all of "
+        "them. The CIs over seeds therefore cover which images land in the test set as well as the training's "
+        "randomness. Budget: both arms of a size get the same epochs (`train.epochs`, raised where needed to "
+        "reach `min_steps` optimizer steps).",
     ]
     return "\n\n".join(parts) + "\n"
+
+
+def _splits(seeds: int) -> str:
+    return "one test split" if seeds == 1 else f"mean over the {seeds} seeds' test splits"
 
 
 def study_summary(sizes: Sequence[SizeSummary], settings: EvidenceSettings, baseline: Baseline) -> dict[str, Any]:
@@ -234,9 +247,10 @@ def write_study_report(
     plot_path: Path, table_path: Path,
 ) -> dict[str, Any]:  # fmt: skip
     """Summarise every cell of the grid in ``study`` and write the summary, curve, table and verdict."""
-    manifest = load_prepared(data_dir).manifest
+    manifests = [load_prepared(Path(data_dir) / str(seed)).manifest for seed in study.seeds]
     settings = study.report
-    sizes = [summarise_size(results, f, study.seeds, training_sizes(manifest, f), settings) for f in study.fractions]
+    sizes = [summarise_size(results, f, study.seeds, mean_training_size(manifests, f), settings)
+             for f in study.fractions]  # fmt: skip
     baseline = split_baseline(results, study.fractions, study.seeds)
     plot_data_efficiency(sizes, break_even(sizes), plot_path, settings.confidence, baseline.accuracy)
     with atomic_path(table_path) as tmp:

@@ -1,10 +1,10 @@
 """The data-efficiency study's curve: each training size summarised over seeds, and the break-even.
 
-A cell is (train_fraction, arm, seed). Every cell uses the split ``prepare`` made (so every cell
-is scored on the same test images) and trains, through the main pipeline's training stage, on the
-nested subset for its own fraction and seed (:func:`tvs.data.split.training_subset`), for at
-least ``min_steps`` optimizer steps (:func:`tvs.train.worker.step_budget`). This module only
-reads what the cells' ``evaluate`` wrote.
+A cell is (train_fraction, arm, seed). Seed ``s`` is a repeated stratified split of its own
+(``prepare@s``, so each seed is scored on its own test images); a cell trains, through the main
+pipeline's training stage, on the nested subset of that split for its own fraction and seed
+(:func:`tvs.data.split.training_subset`), for at least ``min_steps`` optimizer steps
+(:func:`tvs.train.worker.step_budget`). This module only reads what the cells' ``evaluate`` wrote.
 """
 
 from __future__ import annotations
@@ -82,18 +82,19 @@ class Baseline:
 
 
 def split_baseline(results: Path, fractions: Sequence[float], seeds: Sequence[int]) -> Baseline:
-    """The majority-class baseline every cell's ``comparison.json`` holds; all cells share one test split."""
-    found = {}
-    for fraction in fractions:
-        for seed in seeds:
-            c = read_json(cell_dir(results, fraction, seed) / "comparison.json")
-            cell = Baseline(c["majority_class"], c["majority_accuracy"], c["majority_balanced_accuracy"])
-            found.setdefault(cell, cell_dir(results, fraction, seed))
-    if len(found) != 1:
-        cells = ", ".join(str(path) for path in found.values())
-        raise DataError(f"{cells}: scored on different test splits (majority-class baselines differ); "
-                        "rerun `dvc repro study/dvc.yaml`")  # fmt: skip
-    return next(iter(found))
+    """The majority-class baseline of the seeds' test splits, averaged (every cell's ``comparison.json``
+    holds its split's); the splits are stratified, so they share one majority class."""
+    cells = {cell_dir(results, f, s): read_json(cell_dir(results, f, s) / "comparison.json")
+             for f in fractions for s in seeds}  # fmt: skip
+    classes = {c["majority_class"]: path for path, c in cells.items()}
+    if len(classes) != 1:
+        named = ", ".join(f"{path} ({name})" for name, path in classes.items())
+        raise DataError(f"{named}: the test splits' majority classes differ; rerun `dvc repro study/dvc.yaml`")
+    return Baseline(
+        majority_class=next(iter(classes)),
+        accuracy=sum(c["majority_accuracy"] for c in cells.values()) / len(cells),
+        balanced_accuracy=sum(c["majority_balanced_accuracy"] for c in cells.values()) / len(cells),
+    )
 
 
 def break_even(sizes: Sequence[SizeSummary]) -> SizeSummary | None:
