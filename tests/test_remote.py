@@ -7,10 +7,11 @@ has no `dvc.lock` to pull by: what it gets back without training, it gets from t
 stage's outputs; a bare `dvc pull` finds nothing to check out without a lock file).
 
 What crosses machines: a stage whose outputs are all in DVC's cache (the training stages, every
-study cell and each seed's split). A stage with a `cache: false` output runs again: with one under `outs` DVC keeps no
-run record at all (verdict, report), and the copy of a `cache: false` metric that a run record
-points to stays in the local cache, since `dvc push` sends only the workspace's cached outputs
-(prepare and evaluate: seconds of work, deterministic, so the metrics still match).
+study cell and each seed's split). A stage with a `cache: false` output runs again: with one under
+`outs` DVC keeps no run record at all (verdict, report), and the copy of a `cache: false` metric
+that a run record points to stays in the local cache, since `dvc push` sends only the workspace's
+cached outputs (evaluate: seconds of work, deterministic, so the metrics still match; prepare is
+the exception the first test explains).
 """
 
 from __future__ import annotations
