@@ -113,6 +113,20 @@ def run_ok(cmd: list[str], cwd: Path, timeout: float = 600) -> str:
     return out
 
 
+def fresh_shell(script: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``script`` in ``bash`` with a login-like environment: a bare PATH, HOME and a git identity only."""
+    env = {
+        "HOME": os.environ["HOME"],
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "GIT_AUTHOR_NAME": "u", "GIT_AUTHOR_EMAIL": "u@example.com",
+        "GIT_COMMITTER_NAME": "u", "GIT_COMMITTER_EMAIL": "u@example.com",
+    }  # fmt: skip
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
 def dvc(cwd: Path, *args: str) -> str:
     return run_ok([sys.executable, "-m", "dvc", *args], cwd)
 

@@ -19,7 +19,12 @@ from tvs.train.resume import TRAINING_STAGE
 
 from .conftest import PROJECT
 
-PIPELINES = (PROJECT / "dvc.yaml", PROJECT / "study" / "dvc.yaml", PROJECT / "tune" / "dvc.yaml")
+PIPELINES = (
+    PROJECT / "data" / "dvc.yaml",
+    PROJECT / "dvc.yaml",
+    PROJECT / "study" / "dvc.yaml",
+    PROJECT / "tune" / "dvc.yaml",
+)
 SCRIPT = re.compile(r"(?:\.\./)?src/stages/\w+\.py")
 
 
@@ -51,7 +56,7 @@ def code_mismatches(dvc_yaml: Path, project: Path = PROJECT) -> dict[str, tuple[
     return wrong
 
 
-@pytest.mark.parametrize("dvc_yaml", PIPELINES, ids=["dvc.yaml", "study/dvc.yaml", "tune/dvc.yaml"])
+@pytest.mark.parametrize("dvc_yaml", PIPELINES, ids=["data/dvc.yaml", "dvc.yaml", "study/dvc.yaml", "tune/dvc.yaml"])
 def test_every_stage_declares_exactly_the_package_code_it_imports(dvc_yaml: Path):
     assert code_mismatches(dvc_yaml) == {}
 

@@ -2,8 +2,9 @@
 
 README, "What a fresh clone has": the data, the main pipeline's checkpoints, curves and scoring,
 and the study's cells live in DVC's cache, rebuilt by `make repro` / `dvc repro study/dvc.yaml`
-or pulled from a remote. Everything else (metrics, reports, both dvc.lock files) is in git, and
-dvc.lock agrees with the committed code: no stage is out of date for any other reason.
+or pulled from a remote. Everything else (metrics, reports, every dvc.lock) is in git, and each
+dvc.lock agrees with the committed code: no stage is out of date for any other reason. Plain
+`dvc repro` rebuilds the data too: the default dataset is the output of `data/dvc.yaml:elpv`.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ENV, PROJECT, run_ok
+from .conftest import ENV, PROJECT, fresh_shell, run_ok
 
 pytestmark = pytest.mark.e2e
 
 REBUILT = {  # README's right-hand column: (pipeline file, patterns of outputs a clone lacks)
+    "data/dvc.yaml": r"data/raw",
     "dvc.yaml": r"data/raw|data/prepared|models/(pretrained|scratch)|dvclive/(pretrained|scratch)|eval",
     "study/dvc.yaml": r"study/(prepared/\d+|splits/\d+\.json|(models|dvclive)/[0-9.]+-(pretrained|scratch)-\d+|"
     r"eval/[0-9.]+-\d+)",
@@ -75,3 +77,15 @@ def test_checkout_in_a_fresh_clone_fails_only_on_the_cached_outputs(clone: Path)
     assert failed and all(rebuilt(ANYWHERE, path) for path in failed), failed
     for kept in ("metrics/comparison.json", "reports/verdict.md", "study/metrics/summary.json"):
         assert (clone / kept).is_file()  # results a clone has without any cache
+
+
+def test_plain_dvc_repro_in_a_fresh_clone_exports_the_default_dataset_first(tmp_path: Path):
+    """It used to stop at once with DVC's own "missing data 'source': data/raw" and no hint."""
+    root = tmp_path / "clone"
+    run_ok(["git", "clone", "-q", str(PROJECT), str(root)], PROJECT.parent)
+    (root / ".venv").symlink_to(PROJECT / ".venv")  # what the README's set-up made, not installed again
+    done = fresh_shell("source .venv/bin/activate\ndvc repro prepare", root)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.findall(r"Running stage '([^']+)'", done.stdout) == ["data/dvc.yaml:elpv", "prepare"]
+    assert status(root, "data/dvc.yaml") == {}  # the export has the hash data/dvc.lock commits
+    assert len(list((root / "data" / "raw" / "defective").iterdir())) == 821

@@ -4,15 +4,13 @@ failed with ``No module named 'tvs'``."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from .conftest import PIPELINE_FILES, PROJECT, write_imagefolder, write_params
+from .conftest import PIPELINE_FILES, PROJECT, fresh_shell, write_imagefolder, write_params
 
 pytestmark = pytest.mark.e2e
 
@@ -27,25 +25,11 @@ def readme_block(heading: str, first_line: str) -> str:
     raise AssertionError(f"README.md: no bash block starting {first_line!r} under {heading!r}")
 
 
-def fresh_shell(script: str, cwd: Path) -> subprocess.CompletedProcess:
-    """``script`` in ``bash`` with a login-like environment: a bare PATH, HOME and a git identity only."""
-    env = {
-        "HOME": os.environ["HOME"],
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-        "GIT_AUTHOR_NAME": "u", "GIT_AUTHOR_EMAIL": "u@example.com",
-        "GIT_COMMITTER_NAME": "u", "GIT_COMMITTER_EMAIL": "u@example.com",
-    }  # fmt: skip
-    return subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
-
-
 @pytest.fixture
 def clone(tmp_path: Path) -> Path:
     """A fresh checkout of the project, with tiny params, after the set-up (the venv, the plots page)."""
     root = tmp_path / "project"
-    for rel in (*PIPELINE_FILES, "README.md", "data/raw.dvc", "data/.gitignore"):
+    for rel in (*PIPELINE_FILES, "README.md", "data/dvc.yaml", "data/dvc.lock", "data/.gitignore"):
         if (PROJECT / rel).exists():
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(PROJECT / rel, root / rel)
@@ -60,7 +44,7 @@ def clone(tmp_path: Path) -> Path:
 
 def test_the_readmes_own_data_and_experiment_commands_work_as_written_in_a_fresh_shell(clone: Path, tmp_path: Path):
     images = write_imagefolder(tmp_path / "my_images", {"cats": 10, "dogs": 10})
-    own_data = readme_block("## Bringing your own data", "rm -rf data/raw")
+    own_data = readme_block("## Bringing your own data", "source .venv/bin/activate")
     assert "/path/to/my_images" in own_data
     done = fresh_shell(own_data.replace("/path/to/my_images", str(images)), clone)
     assert done.returncode == 0, done.stdout + done.stderr
