@@ -250,7 +250,8 @@ def write_cell(folder: Path, seed: int, pre: float, scr: float) -> None:
     evidence = comparison(pre - scr, pre - scr - 0.05, pre - scr + 0.05, 0.01, (100.0 + seed, 300.0))
     (folder / "comparison.json").write_text(json.dumps(evidence))
     for arm, acc in (("pretrained", pre), ("scratch", scr)):
-        (folder / f"{arm}.json").write_text(json.dumps({"accuracy": acc, "balanced_accuracy": acc - 0.05}))
+        metrics = {"accuracy": acc, "balanced_accuracy": acc - 0.05, "train_seconds": 200.0 + seed, "best_epoch": 8}
+        (folder / f"{arm}.json").write_text(json.dumps(metrics))
 
 
 def write_split(folder: Path, train_per_class: int) -> None:
@@ -282,7 +283,7 @@ def test_write_study_report_summarises_every_cell_of_the_grid_over_each_seeds_sp
     summary = write_study_report(
         study=StudyParams([0.2, 1.0], [1, 2, 3], 0, SETTINGS), data_dir=prepared, results=tmp_path / "eval",
         summary_path=out / "summary.json", verdict_path=out / "verdict.md", plot_path=out / "curve.png",
-        table_path=out / "curve.csv",
+        table_path=out / "curve.csv", cells_path=out / "cells.csv",
     )  # fmt: skip
     assert summary["recommendation"] == "pretrained" and summary["break_even_images_per_class"] is None
     assert summary["20pct"]["images_per_class"] == pytest.approx(10 / 3)  # 3, 3 and 4 per class
@@ -296,6 +297,19 @@ def test_write_study_report_summarises_every_cell_of_the_grid_over_each_seeds_sp
     assert (out / "curve.png").read_bytes().startswith(PNG_MAGIC)
     table = pd.read_csv(out / "curve.csv")
     assert list(table["train_images"]) == [7, 31] and list(table["majority"]) == [361 / 525] * 2
+    cells = pd.read_csv(out / "cells.csv")  # each seed's own numbers, which the means above summarise
+    assert list(zip(cells["train_fraction"], cells["seed"], strict=True)) == [
+        (f, s) for f in (0.2, 1.0) for s in (1, 2, 3)
+    ]
+    assert list(cells["train_images"]) == [6, 6, 8, 30, 30, 32] and list(cells["pretrained_train_seconds"][:3]) == [
+        201.0, 202.0, 203.0
+    ]  # fmt: skip
+    full_cells = cells[cells["train_fraction"] == 1.0]
+    assert full_cells["pretrained_accuracy"].mean() == pytest.approx(full["pretrained_accuracy"])
+    assert full_cells["accuracy_diff"].mean() == pytest.approx(full["accuracy_diff"])
+    assert (full_cells["accuracy_diff_ci_low"] < full_cells["accuracy_diff"]).all() and set(cells["mcnemar_p"]) == {
+        0.01
+    }
     verdict = (out / "verdict.md").read_text()
     assert "](curve.png)" in verdict and "Majority-class baseline (test) | 68.8%" in verdict
     assert "mean over the 3 seeds' test splits" in verdict and "its own stratified split" in verdict
@@ -309,9 +323,9 @@ def test_a_missing_split_is_named(tmp_path: Path):
         write_study_report(
             study=StudyParams([1.0], [1, 2], 0, SETTINGS), data_dir=tmp_path / "prepared", results=tmp_path / "eval",
             summary_path=tmp_path / "s.json", verdict_path=tmp_path / "v.md", plot_path=tmp_path / "c.png",
-            table_path=tmp_path / "c.csv",
+            table_path=tmp_path / "c.csv", cells_path=tmp_path / "cells.csv",
         )  # fmt: skip
-    assert not (tmp_path / "s.json").exists()
+    assert not (tmp_path / "s.json").exists() and not (tmp_path / "cells.csv").exists()
 
 
 def test_the_study_baseline_is_the_mean_of_the_seeds_test_splits(tmp_path: Path):

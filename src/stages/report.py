@@ -1,4 +1,4 @@
-"""DVC stage `report` of the study (study/dvc.yaml): every cell -> summary metrics, the curve, the verdict."""
+"""DVC stage `report` of the study (study/dvc.yaml): every cell -> summary metrics, the curve, tables, verdict."""
 
 import argparse
 import sys
@@ -20,11 +20,12 @@ def main() -> None:
     parser.add_argument("--verdict", type=Path, required=True, help="the study's verdict (Markdown)")
     parser.add_argument("--plot", type=Path, required=True, help="PNG: test accuracy vs training images per class")
     parser.add_argument("--table", type=Path, required=True, help="CSV of the curve, for `dvc plots`")
+    parser.add_argument("--cells", type=Path, required=True, help="CSV of every cell: each seed's numbers")
     args = parser.parse_args()
     # torch and the package's heavy modules load after parsing, so that --help answers at once
     from tvs.study.report import write_study_report
 
-    check_output_paths(summary=args.summary, verdict=args.verdict, plot=args.plot, table=args.table)
+    check_output_paths(summary=args.summary, verdict=args.verdict, plot=args.plot, table=args.table, cells=args.cells)
     write_study_report(
         study=load_study_params(args.params),
         data_dir=args.data,
@@ -33,6 +34,7 @@ def main() -> None:
         verdict_path=args.verdict,
         plot_path=args.plot,
         table_path=args.table,
+        cells_path=args.cells,
     )
 
 

@@ -43,12 +43,16 @@ def cell_dir(results: Path, fraction: float, seed: int) -> Path:
     return Path(results) / f"{fraction}-{seed}"
 
 
+def read_cell(results: Path, fraction: float, seed: int) -> dict[str, dict]:
+    """What one cell's ``evaluate`` wrote: each arm's metrics and the paired comparison, by file stem."""
+    return {name: read_json(cell_dir(results, fraction, seed) / f"{name}.json") for name in (*ARMS, "comparison")}
+
+
 def summarise_size(
     results: Path, fraction: float, seeds: Sequence[int], sizes: tuple[int, float], settings: EvidenceSettings
 ) -> SizeSummary:
     """Read one size's cells (``<arm>.json``, ``comparison.json``) and summarise them over seeds."""
-    cells = [{name: read_json(cell_dir(results, fraction, s) / f"{name}.json") for name in (*ARMS, "comparison")}
-             for s in seeds]  # fmt: skip
+    cells = [read_cell(results, fraction, s) for s in seeds]
     conf = settings.confidence
     times: dict[str, Estimate | None] = {}
     reached: dict[str, int] = {}
