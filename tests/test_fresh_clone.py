@@ -89,3 +89,28 @@ def test_plain_dvc_repro_in_a_fresh_clone_exports_the_default_dataset_first(tmp_
     assert re.findall(r"Running stage '([^']+)'", done.stdout) == ["data/dvc.yaml:elpv", "prepare"]
     assert status(root, "data/dvc.yaml") == {}  # the export has the hash data/dvc.lock commits
     assert len(list((root / "data" / "raw" / "defective").iterdir())) == 821
+
+
+def test_exp_apply_in_a_clone_restores_the_experiment_and_names_only_the_outputs_the_readme_lists(tmp_path: Path):
+    """`dvc exp apply` ends with a `dvc checkout` of every pipeline: in a clone that has run an experiment, it
+    restores that experiment's files and outputs, and fails only on what the README says to rebuild (the
+    study's and the tuning pipeline's cached outputs, which this clone never built)."""
+    root = tmp_path / "clone"
+    run_ok(["git", "clone", "-q", str(PROJECT), str(root)], PROJECT.parent)
+    (root / ".venv").symlink_to(PROJECT / ".venv")
+    tiny = "-S train.epochs=1 -S data.image_size=32 -S data.train_fraction=0.05 -S evaluate.resamples=200"
+    done = fresh_shell(f"source .venv/bin/activate\ndvc exp run -n tiny {tiny}", root)
+    assert done.returncode == 0, done.stdout + done.stderr
+    ran = json.loads((root / "metrics" / "comparison.json").read_text())
+    run_ok(["git", "checkout", "--", "."], root)  # back to the committed results; the outputs stay the run's
+    assert json.loads((root / "metrics" / "comparison.json").read_text()) != ran
+
+    proc = fresh_shell("source .venv/bin/activate\ndvc exp apply tiny", root)
+
+    assert proc.returncode != 0 and "Is your cache up to date?" in proc.stderr, proc.stdout + proc.stderr
+    assert json.loads((root / "metrics" / "comparison.json").read_text()) == ran
+    assert "image_size: 32" in (root / "params.yaml").read_text()
+    failed = re.findall(r"^(\S+)$", proc.stderr.split("following targets:", 1)[1].split("Is your cache")[0], re.M)
+    main_outputs = f"{REBUILT['data/dvc.yaml']}|{REBUILT['dvc.yaml']}"
+    assert failed and all(rebuilt(ANYWHERE, path) and not rebuilt(main_outputs, path) for path in failed), failed
+    assert json.loads(run_ok([sys.executable, "-m", "dvc", "status", "--json", "dvc.yaml"], root)) == {}
