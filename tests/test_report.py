@@ -14,9 +14,9 @@ from tvs.evaluate.stats import Estimate, EvidenceSettings
 from tvs.pr import MARKER, absolute_images, demote_headings, main, pr_comment
 from tvs.study.params import StudyParams
 from tvs.study.report import data_requirement, size_key, study_recommendation, study_verdict, write_study_report
-from tvs.study.summary import Baseline, SizeSummary, split_baseline
+from tvs.study.summary import SizeSummary, split_baseline
 from tvs.verdict.pair import pair_recommendation, pair_verdict, write_pair_report, write_verdict
-from tvs.verdict.rules import decide, half_width, speed_clause
+from tvs.verdict.rules import Baseline, decide, half_width, speed_clause
 
 SETTINGS = EvidenceSettings(resamples=1000)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -273,6 +273,20 @@ def test_collect_refuses_final_runs_trained_at_a_rate_the_search_no_longer_choos
         collect(SMALL, tmp_path, untuned_lr=0.001)
 
 
+def test_the_baseline_is_the_mean_of_the_repeats_test_splits_and_differing_classes_are_named(tmp_path: Path):
+    write_cells(tmp_path, SMALL, VAL, FINALS)
+    for r, majority in ((1, 0.68), (2, 0.69), (3, 0.73)):
+        path = tmp_path / "eval" / "final" / f"2-{r}" / "comparison.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "majority_accuracy": majority}))
+    assert collect(SMALL, tmp_path, untuned_lr=0.001).majority_accuracy == pytest.approx(0.70)
+    path = tmp_path / "eval" / "final" / "2-3" / "comparison.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "majority_class": "defective"}))
+    with pytest.raises(
+        DataError, match=r"final/2-3 \(defective\): the test splits' majority classes differ; rerun `dvc"
+    ):
+        collect(SMALL, tmp_path, untuned_lr=0.001)
+
+
 def test_a_diverged_pair_is_named_not_a_traceback(tmp_path: Path):
     write_cells(tmp_path, SMALL, VAL, FINALS)
     path = tmp_path / "eval" / "final" / "4-2" / "comparison.json"

@@ -22,11 +22,12 @@ from tvs.data.split import training_sizes
 from tvs.evaluate.stats import EvidenceSettings
 from tvs.io import atomic_path, write_json, write_text
 from tvs.study.params import StudyParams
-from tvs.study.summary import Baseline, SizeSummary, break_even, read_cell, split_baseline, summarise_size
+from tvs.study.summary import SizeSummary, break_even, read_cell, split_baseline, summarise_size
 from tvs.verdict.plots import COLOURS, LABELS, draw_baseline, save_figure
 from tvs.verdict.rules import (
     ARM_ACTION,
     INCONCLUSIVE,
+    Baseline,
     baseline_text,
     ci_pp,
     decide,

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tvs.config import ARMS
-from tvs.errors import DataError
 from tvs.evaluate.stats import Estimate, EvidenceSettings, mean_ci
 from tvs.io import read_json
+from tvs.verdict.rules import Baseline, mean_baseline
 
 
 @dataclass(frozen=True)
@@ -76,29 +76,11 @@ def summarise_size(
     )
 
 
-@dataclass(frozen=True)
-class Baseline:
-    """Predicting the test split's majority class for every image: the floor of every accuracy."""
-
-    majority_class: str
-    accuracy: float
-    balanced_accuracy: float
-
-
 def split_baseline(results: Path, fractions: Sequence[float], seeds: Sequence[int]) -> Baseline:
-    """The majority-class baseline of the seeds' test splits, averaged (every cell's ``comparison.json``
-    holds its split's); the splits are stratified, so they share one majority class."""
-    cells = {cell_dir(results, f, s): read_json(cell_dir(results, f, s) / "comparison.json")
+    """The majority-class baseline of the seeds' test splits, averaged over every cell's ``comparison.json``."""
+    cells = {str(cell_dir(results, f, s)): read_json(cell_dir(results, f, s) / "comparison.json")
              for f in fractions for s in seeds}  # fmt: skip
-    classes = {c["majority_class"]: path for path, c in cells.items()}
-    if len(classes) != 1:
-        named = ", ".join(f"{path} ({name})" for name, path in classes.items())
-        raise DataError(f"{named}: the test splits' majority classes differ; rerun `dvc repro study/dvc.yaml`")
-    return Baseline(
-        majority_class=next(iter(classes)),
-        accuracy=sum(c["majority_accuracy"] for c in cells.values()) / len(cells),
-        balanced_accuracy=sum(c["majority_balanced_accuracy"] for c in cells.values()) / len(cells),
-    )
+    return mean_baseline(cells, rerun="dvc repro study/dvc.yaml")
 
 
 def break_even(sizes: Sequence[SizeSummary]) -> SizeSummary | None:

@@ -35,6 +35,7 @@ from tvs.verdict.rules import (
     estimate_text,
     half_width,
     markdown_table,
+    mean_baseline,
     p_text,
     pct,
     pp,
@@ -176,7 +177,8 @@ def collect(tune: TuneParams, root: Path, untuned_lr: float) -> Tuned:
     if untuned_lr in tune.lrs:
         as_written = tune.lrs[tune.lrs.index(untuned_lr)]  # the cell's folder is named as the grid writes it
         untuned = read_comparison(root / "eval" / "search" / str(as_written) / "comparison.json")
-    classes = {c["majority_class"] for c in same_budget}
+    cells = {str(root / "eval" / "final" / f"{tune.epochs}-{r}"): comparisons[(tune.epochs, r)] for r in tune.repeats}
+    baseline = mean_baseline(cells, rerun="dvc repro tune/dvc.yaml")
     return Tuned(
         trials=trials,
         chosen=chosen,
@@ -189,9 +191,9 @@ def collect(tune: TuneParams, root: Path, untuned_lr: float) -> Tuned:
         catch_up=catch_up(scratch),
         untuned=untuned,
         untuned_lr=untuned_lr,
-        majority_accuracy=sum(c["majority_accuracy"] for c in same_budget) / len(same_budget),
-        majority_balanced_accuracy=sum(c["majority_balanced_accuracy"] for c in same_budget) / len(same_budget),
-        majority_class=classes.pop() if len(classes) == 1 else "/".join(sorted(classes)),
+        majority_accuracy=baseline.accuracy,
+        majority_balanced_accuracy=baseline.balanced_accuracy,
+        majority_class=baseline.majority_class,
     )
 
 

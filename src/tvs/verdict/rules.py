@@ -1,13 +1,18 @@
-"""What every verdict shares: the decision rule and the wording of numbers.
+"""What every verdict shares: the decision rule, the wording of numbers, and the majority-class
+baseline averaged over several test splits.
 
-The main pipeline's verdict (:mod:`tvs.verdict.pair`) and the study's (:mod:`tvs.study.report`)
-decide and write with these, so the two read alike. Nothing here touches files.
+The main pipeline's verdict (:mod:`tvs.verdict.pair`), the study's (:mod:`tvs.study.report`) and
+the tuning pipeline's (:mod:`tvs.tune.report`) decide and write with these, so they read alike.
+Nothing here touches files.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
+from tvs.errors import DataError
 from tvs.evaluate.stats import Estimate
 
 ARM_ACTION = {"pretrained": "Fine-tune", "scratch": "Train from scratch"}
@@ -50,6 +55,30 @@ def baseline_text(majority_class: str, accuracy: float, balanced_accuracy: float
     return (
         f"predicting the majority class (`{majority_class}`) for every test image scores {pct(accuracy)} "
         f"accuracy and {pct(balanced_accuracy)} balanced accuracy"
+    )
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Predicting the test split's majority class for every image: the floor of every accuracy."""
+
+    majority_class: str
+    accuracy: float
+    balanced_accuracy: float
+
+
+def mean_baseline(comparisons: Mapping[str, Mapping[str, Any]], rerun: str) -> Baseline:
+    """The majority-class baseline over several test splits, averaged: each split's ``comparison.json``
+    (keyed by where it was read) holds its own. Stratified splits of one dataset share one majority
+    class; if they do not, the error names the files and the command (``rerun``) that redraws them."""
+    classes = {c["majority_class"]: where for where, c in comparisons.items()}
+    if len(classes) != 1:
+        named = ", ".join(f"{where} ({name})" for name, where in classes.items())
+        raise DataError(f"{named}: the test splits' majority classes differ; rerun `{rerun}`")
+    return Baseline(
+        majority_class=next(iter(classes)),
+        accuracy=sum(c["majority_accuracy"] for c in comparisons.values()) / len(comparisons),
+        balanced_accuracy=sum(c["majority_balanced_accuracy"] for c in comparisons.values()) / len(comparisons),
     )
 
 
