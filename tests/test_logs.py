@@ -7,11 +7,13 @@ of its own (the prepare stage's decoding bar printed one per batch of images bef
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from .conftest import write_imagefolder, write_params
+from .conftest import ENV, PROJECT, write_imagefolder, write_params
 from .stage_runner import empty_project, run_stage, stage_cmd, train_cmd
 
 BAR = re.compile(r"\d+/\d+ \[|it/s|img/s|batch/s|\r")  # what any tqdm bar prints
@@ -33,3 +35,25 @@ def test_prepare_and_train_log_plain_lines_when_piped(tmp_path: Path):
         assert all(line.startswith("[") for line in proc.stderr.splitlines()), proc.stderr  # none indented by a bar
     epochs = [line for line in proc.stderr.splitlines() if re.search(r" epoch \d+/\d+:", line)]
     assert [line.split(":")[0] for line in epochs] == ["[train] scratch epoch 1/2", "[train] scratch epoch 2/2"]
+
+
+HELP = """
+import runpy, sys
+sys.argv = [sys.argv[1], "--help"]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit as done:
+    assert done.code == 0, done.code
+print("heavy modules loaded:", sorted(m for m in ("torch", "pandas", "timm", "dvclive") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (PROJECT / "src" / "stages").glob("*.py")))
+def test_help_answers_before_any_heavy_import(script: str):
+    """`--help` of a stage script took 2-4 s while torch loaded; the scripts parse their options first."""
+    proc = subprocess.run(
+        [sys.executable, "-c", HELP, str(PROJECT / "src" / "stages" / script)],
+        env=ENV, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0 and "usage:" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.stdout.rstrip().endswith("heavy modules loaded: []"), proc.stdout
