@@ -14,7 +14,7 @@ from tvs.evaluate.stats import Estimate, EvidenceSettings
 from tvs.pr import MARKER, absolute_images, demote_headings, main, pr_comment
 from tvs.study.params import StudyParams
 from tvs.study.report import data_requirement, size_key, study_recommendation, study_verdict, write_study_report
-from tvs.study.summary import SizeSummary, split_baseline
+from tvs.study.summary import SizeSummary, read_cells, split_baseline
 from tvs.verdict.pair import pair_recommendation, pair_verdict, write_pair_report, write_verdict
 from tvs.verdict.rules import Baseline, decide, half_width, speed_clause
 
@@ -333,12 +333,14 @@ def test_the_study_baseline_is_the_mean_of_the_seeds_test_splits(tmp_path: Path)
         write_cell(tmp_path / f"1.0-{seed}", seed, 0.8, 0.7)
         path = tmp_path / f"1.0-{seed}" / "comparison.json"
         path.write_text(json.dumps({**json.loads(path.read_text()), "majority_accuracy": majority}))
-    assert split_baseline(tmp_path, [1.0], [1, 2]) == Baseline("functional", pytest.approx(0.65), 0.5)
-    assert split_baseline(tmp_path, [1.0], [1]) == Baseline("functional", 0.6, 0.5)
+    assert split_baseline(tmp_path, read_cells(tmp_path, [1.0], [1, 2])) == Baseline(
+        "functional", pytest.approx(0.65), 0.5
+    )
+    assert split_baseline(tmp_path, read_cells(tmp_path, [1.0], [1])) == Baseline("functional", 0.6, 0.5)
     path = tmp_path / "1.0-2" / "comparison.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "majority_class": "defective"}))
     with pytest.raises(DataError, match=r"1\.0-1 \(functional\), .*1\.0-2 \(defective\): .*majority classes differ"):
-        split_baseline(tmp_path, [1.0], [1, 2])
+        split_baseline(tmp_path, read_cells(tmp_path, [1.0], [1, 2]))
 
 
 # --- the pull-request comment ----------------------------------------------------------------

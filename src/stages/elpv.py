@@ -7,6 +7,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this working copy's package, not an installed one
 
 from tvs.cli import run_stage  # noqa: E402
+from tvs.elpv import SCHEMES, export_elpv  # noqa: E402
 from tvs.io import check_output_paths  # noqa: E402
 
 
@@ -14,13 +15,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, required=True, help="the ImageFolder to write (data/raw)")
     parser.add_argument(
-        "--scheme", choices=("binary", "levels"), default="binary",
+        "--scheme", choices=SCHEMES, default="binary",
         help="functional/defective (threshold 0.5), or one class per defect-probability level",
     )  # fmt: skip
     args = parser.parse_args()
     check_output_paths(out=args.out)
-    from tvs.elpv import export_elpv  # pandas loads after parsing, so that --help answers at once
-
     export_elpv(args.out, args.scheme)
 
 

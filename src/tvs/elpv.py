@@ -15,10 +15,12 @@ import argparse
 import logging
 import shutil
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from tvs.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,8 @@ def elpv_root() -> Path:
 
 def read_labels(root: Path) -> pd.DataFrame:
     """ELPV's ``labels.csv``: image path, defect probability, cell type (mono/poly)."""
+    import pandas as pd  # here, not at import: the stage's --help answers before it loads
+
     return pd.read_csv(root / "labels.csv", sep=r"\s+", header=None, names=["path", "probability", "type"])
 
 

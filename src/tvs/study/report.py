@@ -9,7 +9,7 @@ cell's numbers are the same files ``dvc metrics`` would show; the shared rules a
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from tvs.data.split import training_sizes
 from tvs.evaluate.stats import EvidenceSettings
 from tvs.io import atomic_path, write_json, write_text
 from tvs.study.params import StudyParams
-from tvs.study.summary import SizeSummary, break_even, read_cell, split_baseline, summarise_size
+from tvs.study.summary import Cell, SizeSummary, break_even, read_cells, split_baseline, summarise_size
 from tvs.verdict.plots import COLOURS, LABELS, draw_baseline, save_figure
 from tvs.verdict.rules import (
     ARM_ACTION,
@@ -244,25 +244,21 @@ def curve_table(sizes: Sequence[SizeSummary], baseline: Baseline) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
-def cell_table(
-    results: Path, fractions: Sequence[float], seeds: Sequence[int], manifests: Sequence[pd.DataFrame]
-) -> pd.DataFrame:
+def cell_table(cells: Mapping[tuple[float, int], Cell], manifests: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
     """Every cell on a row of its own (size, seed): what each arm scored on that seed's test split, the
     paired evidence of the two, and the training time. The per-seed numbers behind every mean, kept in
     git (the cells' own files are in DVC's cache), so a reader can check any summary against them."""
     rows = []
-    for fraction in sorted(fractions):
-        for seed, manifest in zip(seeds, manifests, strict=True):
-            cell = read_cell(results, fraction, seed)
-            evidence = cell["comparison"]["significance"]
-            row: dict[str, Any] = {"train_fraction": fraction, "seed": seed}
-            row["train_images"], row["images_per_class"] = training_sizes(manifest, fraction)
-            row |= {"test_images": evidence["test_images"], "majority": cell["comparison"]["majority_accuracy"]}
-            for key in ("accuracy", "balanced_accuracy", "train_seconds", "best_epoch"):
-                row |= {f"{arm}_{key}": cell[arm][key] for arm in ARMS}
-            row |= {key: evidence[key] for key in ("accuracy_diff", "accuracy_diff_ci_low", "accuracy_diff_ci_high")}
-            row |= {key: evidence[key] for key in ("only_pretrained_correct", "only_scratch_correct", "mcnemar_p")}
-            rows.append(row)
+    for (fraction, seed), cell in sorted(cells.items()):
+        evidence = cell["comparison"]["significance"]
+        row: dict[str, Any] = {"train_fraction": fraction, "seed": seed}
+        row["train_images"], row["images_per_class"] = training_sizes(manifests[seed], fraction)
+        row |= {"test_images": evidence["test_images"], "majority": cell["comparison"]["majority_accuracy"]}
+        for key in ("accuracy", "balanced_accuracy", "train_seconds", "best_epoch"):
+            row |= {f"{arm}_{key}": cell[arm][key] for arm in ARMS}
+        row |= {key: evidence[key] for key in ("accuracy_diff", "accuracy_diff_ci_low", "accuracy_diff_ci_high")}
+        row |= {key: evidence[key] for key in ("only_pretrained_correct", "only_scratch_correct", "mcnemar_p")}
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -271,17 +267,18 @@ def write_study_report(
     plot_path: Path, table_path: Path, cells_path: Path,
 ) -> dict[str, Any]:  # fmt: skip
     """Summarise every cell of the grid in ``study`` and write the summary, curve, tables and verdict."""
-    manifests = [load_prepared(Path(data_dir) / str(seed)).manifest for seed in study.seeds]
+    manifests = {seed: load_prepared(Path(data_dir) / str(seed)).manifest for seed in study.seeds}
+    cells = read_cells(results, study.fractions, study.seeds)
     settings = study.report
-    sizes = [summarise_size(results, f, study.seeds, mean_training_size(manifests, f), settings)
-             for f in study.fractions]  # fmt: skip
-    baseline = split_baseline(results, study.fractions, study.seeds)
-    cells = cell_table(results, study.fractions, study.seeds, manifests)
+    sizes = [summarise_size([cells[(f, s)] for s in study.seeds], f, mean_training_size(list(manifests.values()), f),
+                            settings) for f in study.fractions]  # fmt: skip
+    baseline = split_baseline(results, cells)
+    per_cell = cell_table(cells, manifests)  # before anything is written: a bad cell leaves no half report
     plot_data_efficiency(sizes, break_even(sizes), plot_path, settings.confidence, baseline.accuracy)
     with atomic_path(table_path) as tmp:
         curve_table(sizes, baseline).to_csv(tmp, index=False)
     with atomic_path(cells_path) as tmp:
-        cells.to_csv(tmp, index=False)
+        per_cell.to_csv(tmp, index=False)
     summary = study_summary(sizes, settings, baseline)
     write_json(summary_path, summary)
     link = Path(os.path.relpath(plot_path, Path(verdict_path).parent)).as_posix()

@@ -10,7 +10,7 @@ pipeline's training stage, on the nested subset of that split for its own fracti
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,16 +43,22 @@ def cell_dir(results: Path, fraction: float, seed: int) -> Path:
     return Path(results) / f"{fraction}-{seed}"
 
 
-def read_cell(results: Path, fraction: float, seed: int) -> dict[str, dict]:
-    """What one cell's ``evaluate`` wrote: each arm's metrics and the paired comparison, by file stem."""
-    return {name: read_json(cell_dir(results, fraction, seed) / f"{name}.json") for name in (*ARMS, "comparison")}
+Cell = dict[str, dict]  # what one cell's ``evaluate`` wrote: each arm's metrics and the comparison, by file stem
+
+
+def read_cells(results: Path, fractions: Sequence[float], seeds: Sequence[int]) -> dict[tuple[float, int], Cell]:
+    """Every cell of the grid, read once: ``(fraction, seed)`` -> its ``<arm>.json`` and ``comparison.json``."""
+    return {
+        (f, s): {name: read_json(cell_dir(results, f, s) / f"{name}.json") for name in (*ARMS, "comparison")}
+        for f in fractions
+        for s in seeds
+    }
 
 
 def summarise_size(
-    results: Path, fraction: float, seeds: Sequence[int], sizes: tuple[int, float], settings: EvidenceSettings
+    cells: Sequence[Cell], fraction: float, sizes: tuple[int, float], settings: EvidenceSettings
 ) -> SizeSummary:
-    """Read one size's cells (``<arm>.json``, ``comparison.json``) and summarise them over seeds."""
-    cells = [read_cell(results, fraction, s) for s in seeds]
+    """One size's cells, one per seed, summarised over the seeds."""
     conf = settings.confidence
     times: dict[str, Estimate | None] = {}
     reached: dict[str, int] = {}
@@ -76,11 +82,10 @@ def summarise_size(
     )
 
 
-def split_baseline(results: Path, fractions: Sequence[float], seeds: Sequence[int]) -> Baseline:
+def split_baseline(results: Path, cells: Mapping[tuple[float, int], Cell]) -> Baseline:
     """The majority-class baseline of the seeds' test splits, averaged over every cell's ``comparison.json``."""
-    cells = {str(cell_dir(results, f, s)): read_json(cell_dir(results, f, s) / "comparison.json")
-             for f in fractions for s in seeds}  # fmt: skip
-    return mean_baseline(cells, rerun="dvc repro study/dvc.yaml")
+    comparisons = {str(cell_dir(results, f, s)): cell["comparison"] for (f, s), cell in cells.items()}
+    return mean_baseline(comparisons, rerun="dvc repro study/dvc.yaml")
 
 
 def break_even(sizes: Sequence[SizeSummary]) -> SizeSummary | None:
