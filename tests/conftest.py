@@ -1,5 +1,6 @@
-"""Shared fixtures: tiny generated ImageFolders, tiny params, one tiny fit, and the one git + DVC
-repository of the project's pipelines that every end-to-end module builds on."""
+"""Shared fixtures: tiny generated ImageFolders, tiny params, one tiny fit, and the git + DVC
+repositories of the end-to-end tests: the one reproduced repository of the run (``reproduced``),
+copied for each test that changes it (``tiny_repo``), and new ones for other params (``dvc_repo``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from filelock import FileLock
 from PIL import Image
 
 from tvs.compute.runtime import make_runtime, seed_everything
@@ -127,6 +130,18 @@ def fresh_shell(script: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+def bash_block(page: Path, heading: str, first_line: str) -> str:
+    """The ```bash block of the Markdown file ``page`` under ``heading`` (up to the next heading) that starts
+    with ``first_line``: the commands a test runs as the page shows them."""
+    text = page.read_text()
+    assert f"\n{heading}\n" in text, f"{page.name}: no heading {heading!r}"
+    section = re.split(r"\n#{1,3} ", text.split(f"\n{heading}\n", 1)[1], maxsplit=1)[0]
+    for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S):
+        if block.startswith(first_line):
+            return block
+    raise AssertionError(f"{page.name}: no bash block starting {first_line!r} under {heading!r}")
+
+
 def dvc(cwd: Path, *args: str) -> str:
     return run_ok([sys.executable, "-m", "dvc", *args], cwd)
 
@@ -149,35 +164,117 @@ PIPELINE_FILES = (
 )
 
 
+def make_repo(
+    root: Path, per_class: int = 10, study: dict[str, Any] | None = None, tune: dict[str, Any] | None = None,
+    **sections,
+) -> Path:  # fmt: skip
+    """A committed git + DVC repository of the project's pipeline at ``root``, on a tiny ImageFolder.
+
+    ``sections`` go into its ``params.yaml`` (over ``TINY_PARAMS``); with ``study`` or ``tune`` (that
+    pipeline's params) it holds ``study/`` or ``tune/`` too.
+    """
+    for rel in PIPELINE_FILES:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(PROJECT / rel, root / rel)
+    shutil.copytree(PROJECT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for pipeline, pipeline_params in (("study", study), ("tune", tune)):
+        if pipeline_params is not None:
+            add_pipeline(root, pipeline, pipeline_params)
+    write_params(root / "params.yaml", **sections)
+    write_imagefolder(root / "data" / "raw", {"cats": per_class, "dogs": per_class})
+    run_ok(["git", "init", "-q"], root)
+    dvc(root, "add", "-q", "data/raw")
+    commit(root, "tiny project")
+    return root
+
+
+def add_pipeline(root: Path, pipeline: str, params: dict[str, Any]) -> None:
+    """Put the project's ``<pipeline>/dvc.yaml`` (study or tune) and its ``params`` into ``root``."""
+    (root / pipeline).mkdir(exist_ok=True)
+    shutil.copy(PROJECT / pipeline / "dvc.yaml", root / pipeline / "dvc.yaml")
+    (root / pipeline / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def commit(root: Path, message: str) -> None:
+    run_ok(["git", "add", "-A"], root)
+    run_ok(["git", "commit", "-qm", message], root)
+
+
+def copy_repo(source: Path, dest: Path) -> Path:
+    """A copy of a repository, its git history, DVC cache and run-cache included: seconds, where
+    reproducing it again takes minutes. DVC's own scratch folder (locks, queue state) is not copied."""
+    shutil.copytree(source, dest, symlinks=True, ignore=lambda folder, _: ["tmp"] if folder.endswith(".dvc") else [])
+    return dest
+
+
 @pytest.fixture(scope="session")
 def dvc_repo(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """Make a committed git + DVC repository of the project's pipeline on a tiny ImageFolder.
+    """Build a new committed repository on each call (``make_repo``'s arguments but the folder, which is
+    ``name`` under pytest's temporary folder): for a test whose params differ from ``reproduced``'s."""
 
-    ``make(name, per_class=10, study=None, tune=None, **sections)``: ``sections`` go into its
-    ``params.yaml`` (over ``TINY_PARAMS``); with ``study`` or ``tune`` (that pipeline's params) it
-    holds ``study/`` or ``tune/`` too.
-    """
-
-    def make(
-        name: str, per_class: int = 10, study: dict[str, Any] | None = None, tune: dict[str, Any] | None = None,
-        **sections,
-    ) -> Path:  # fmt: skip
-        root = tmp_path_factory.mktemp(name)
-        for rel in PIPELINE_FILES:
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(PROJECT / rel, root / rel)
-        shutil.copytree(PROJECT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        for pipeline, pipeline_params in (("study", study), ("tune", tune)):
-            if pipeline_params is not None:
-                (root / pipeline).mkdir()
-                shutil.copy(PROJECT / pipeline / "dvc.yaml", root / pipeline / "dvc.yaml")
-                (root / pipeline / "params.yaml").write_text(yaml.safe_dump(pipeline_params, sort_keys=False))
-        write_params(root / "params.yaml", **sections)
-        write_imagefolder(root / "data" / "raw", {"cats": per_class, "dogs": per_class})
-        run_ok(["git", "init", "-q"], root)
-        dvc(root, "add", "-q", "data/raw")
-        run_ok(["git", "add", "-A"], root)
-        run_ok(["git", "commit", "-qm", "tiny project"], root)
-        return root
+    def make(name: str, **kwargs) -> Path:
+        return make_repo(tmp_path_factory.mktemp(name), **kwargs)
 
     return make
+
+
+@dataclass(frozen=True)
+class Reproduced:
+    """The tiny repository after ``dvc repro`` and a commit of its results, and what ``dvc repro`` printed."""
+
+    root: Path
+    log: str
+
+
+def shared_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder every pytest-xdist worker of this run sees (pytest's temporary folder without xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+# The params of the shared repository: TINY_PARAMS, and fewer bootstrap resamples for a quick evaluate.
+REPRODUCED_PARAMS = {"evaluate": {"resamples": 200}}
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Reproduced:
+    """The one reproduced tiny repository of the run, built once (by the first xdist worker that asks)
+    and only ever copied (``tiny_repo``) or cloned, never changed."""
+    shared = shared_folder(tmp_path_factory)
+    root, log = shared / "reproduced", shared / "reproduced.log"
+    with FileLock(str(shared / "reproduced.lock")):
+        if not log.exists():
+            shutil.rmtree(root, ignore_errors=True)  # what a worker that failed half-way left
+            make_repo(root, **REPRODUCED_PARAMS)
+            out = dvc(root, "repro")
+            commit(root, "baseline results")
+            log.write_text(out)
+    return Reproduced(root, log.read_text())
+
+
+@pytest.fixture
+def tiny_repo(reproduced: Reproduced, tmp_path: Path) -> Path:
+    """A private copy of the reproduced tiny repository (every stage up to date, results committed)."""
+    return copy_repo(reproduced.root, tmp_path / "repo")
+
+
+# --- running the suite on two workers (`make test`: pytest-xdist, --dist loadscope) ---------------
+# loadscope keeps each module on one worker, so that a module-scoped fixture (a pipeline run once,
+# then copied by each test) is built once; the run's one `reproduced` repository is shared by both
+# workers through a file lock.
+
+# The modules that take longest, started first so that neither worker is left with one at the end.
+SLOW_FIRST = ("test_tune_e2e.py", "test_distributed.py", "test_fresh_clone.py", "test_study_e2e.py", "test_queue.py")
+
+
+class SlowModulesFirst:
+    """Moves ``SLOW_FIRST``'s modules to the front, after any shuffle (``--random-order``) and keeping its order."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FIRST)))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(SlowModulesFirst(), "tvs-slow-modules-first")

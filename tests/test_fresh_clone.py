@@ -79,8 +79,17 @@ def test_checkout_in_a_fresh_clone_fails_only_on_the_cached_outputs(clone: Path)
         assert (clone / kept).is_file()  # results a clone has without any cache
 
 
-def test_plain_dvc_repro_in_a_fresh_clone_exports_the_default_dataset_first(tmp_path: Path):
-    """It used to stop at once with DVC's own "missing data 'source': data/raw" and no hint."""
+def test_plain_dvc_repro_in_a_fresh_clone_exports_the_default_dataset_first_and_exp_apply_restores_an_experiment(
+    tmp_path: Path,
+):
+    """One clone, as a user's first session in it (each step in a fresh shell):
+
+    1. `dvc repro prepare` runs the export and then prepare (it used to stop at once with DVC's own
+       "missing data 'source': data/raw" and no hint), and the export has the committed hash.
+    2. `dvc exp apply` ends with a `dvc checkout` of every pipeline: in a clone that has run an
+       experiment, it restores that experiment's files and outputs, and fails only on what the README
+       says to rebuild (the study's and the tuning pipeline's cached outputs, which this clone never built).
+    """
     root = tmp_path / "clone"
     run_ok(["git", "clone", "-q", str(PROJECT), str(root)], PROJECT.parent)
     (root / ".venv").symlink_to(PROJECT / ".venv")  # what the README's set-up made, not installed again
@@ -90,14 +99,6 @@ def test_plain_dvc_repro_in_a_fresh_clone_exports_the_default_dataset_first(tmp_
     assert status(root, "data/dvc.yaml") == {}  # the export has the hash data/dvc.lock commits
     assert len(list((root / "data" / "raw" / "defective").iterdir())) == 821
 
-
-def test_exp_apply_in_a_clone_restores_the_experiment_and_names_only_the_outputs_the_readme_lists(tmp_path: Path):
-    """`dvc exp apply` ends with a `dvc checkout` of every pipeline: in a clone that has run an experiment, it
-    restores that experiment's files and outputs, and fails only on what the README says to rebuild (the
-    study's and the tuning pipeline's cached outputs, which this clone never built)."""
-    root = tmp_path / "clone"
-    run_ok(["git", "clone", "-q", str(PROJECT), str(root)], PROJECT.parent)
-    (root / ".venv").symlink_to(PROJECT / ".venv")
     tiny = "-S train.epochs=1 -S data.image_size=32 -S data.train_fraction=0.05 -S evaluate.resamples=200"
     done = fresh_shell(f"source .venv/bin/activate\ndvc exp run -n tiny {tiny}", root)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -15,7 +15,7 @@ import yaml
 from tvs.errors import DataError
 from tvs.verdict.curves import CONFUSION, CURVES, confusion_rows, curve_tsv, read_predictions, write_plot_sources
 
-from .conftest import PROJECT, dvc, run_ok
+from .conftest import PROJECT, Reproduced, run_ok
 
 ARMS = ("pretrained", "scratch")
 HISTORY = [
@@ -131,13 +131,9 @@ def missing_data(shown: dict, revisions: set[str]) -> list[str]:
 
 
 @pytest.mark.e2e
-def test_a_fresh_clone_without_cache_shows_and_diffs_every_plot(dvc_repo, tmp_path: Path):
-    repo = dvc_repo("plots_git")
-    dvc(repo, "repro")
-    run_ok(["git", "add", "-A"], repo)
-    run_ok(["git", "commit", "-qm", "results"], repo)
-    clone = tmp_path / "clone"
-    run_ok(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+def test_a_fresh_clone_without_cache_shows_and_diffs_every_plot(reproduced: Reproduced, tmp_path: Path):
+    clone = tmp_path / "clone"  # of the reproduced repository, whose results are committed
+    run_ok(["git", "clone", "-q", str(reproduced.root), str(clone)], tmp_path)
     assert not (clone / "dvclive").exists() and not (clone / "eval" / "scratch").exists()  # nothing cached came
 
     shown = plots_json(clone, "show")

@@ -25,9 +25,8 @@ def wait_for_queue(root, expected: int, timeout: float = 420) -> str:
     raise AssertionError(f"the queue did not finish in {timeout} s:\n{status}")
 
 
-def test_two_workers_run_every_queued_experiment_and_none_is_lost_or_mixed(dvc_repo):
-    root = dvc_repo("queue2")
-    dvc(root, "repro")  # the baseline; each experiment then retrains the scratch arm only
+def test_two_workers_run_every_queued_experiment_and_none_is_lost_or_mixed(tiny_repo: Path):
+    root = tiny_repo  # the baseline, reproduced; each experiment then retrains the scratch arm only
     mults = ["2", "3", "4"]
     for mult in mults:
         dvc(root, "exp", "run", "--queue", "-n", f"x{mult}", "-S", f"scratch.lr_mult={mult}")

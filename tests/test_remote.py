@@ -1,7 +1,8 @@
 """Sharing results through a DVC remote and its run-cache, with real DVC, between clones of one repo.
 
-Clone A trains the main pipeline and half of a tiny study (2 fractions x 1 seed), then `dvc push
---run-cache`: the outputs and the records of the runs. A's results are not committed, so a clone
+Clone A has trained the main pipeline (a copy of the run's reproduced repository) and trains half
+of a tiny study (2 fractions x 1 seed), then `dvc push --run-cache`: the outputs and the records of
+the runs. A's results are not committed (A takes its results out of git), so a clone
 has no `dvc.lock` to pull by: what it gets back without training, it gets from the run-cache with
 `dvc repro --pull` (which pulls the run records, the missing dependencies and each restored
 stage's outputs; a bare `dvc pull` finds nothing to check out without a lock file).
@@ -18,14 +19,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from .conftest import ENV, dvc, ran_stages, run_ok
-from .test_study_e2e import TINY_STUDY, cells
+from .conftest import Reproduced, add_pipeline, copy_repo, dvc, ran_stages, run_ok
+from .s3 import s3_server  # noqa: F401 (the fixture s3_endpoint)
+from .tiny_pipelines import TINY_STUDY
+from .tiny_pipelines import study_cells as cells
 
 pytestmark = pytest.mark.e2e
 
@@ -70,12 +72,16 @@ def read_json(root: Path, pattern: str) -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def origin(dvc_repo, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def origin(reproduced: Reproduced, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Clone A: a shared-folder remote in its committed config; trains, pushes outputs and run-cache."""
-    repo = dvc_repo("remote-origin", study=STUDY)
+    repo = copy_repo(reproduced.root, tmp_path_factory.mktemp("remote") / "origin")
+    run_ok(["git", "rm", "-rq", "--cached", "dvc.lock", "metrics", "reports"], repo)  # results stay A's own
+    add_pipeline(repo, "study", STUDY)
     dvc(repo, "remote", "add", "-d", "shared", str(tmp_path_factory.mktemp("shared-remote")))
-    run_ok(["git", "commit", "-qam", "the team's remote"], repo)
-    assert ran_stages(dvc(repo, "repro")) >= TRAINING
+    run_ok(["git", "add", "study", ".dvc/config"], repo)
+    run_ok(["git", "commit", "-qm", "the study and the team's remote"], repo)
+    assert "dvc.lock" not in run_ok(["git", "ls-files"], repo).split()
+    assert (repo / "dvc.lock").is_file() and ran_stages(dvc(repo, "repro")) == set()  # the main pipeline has run
     out = dvc(repo, "repro", "--glob", f"study/dvc.yaml:*@{FIRST_HALF}-*")  # the study's first half
     assert ran_stages(out) == cells([FIRST_HALF], STUDY["seeds"]) | splits(STUDY["seeds"])
     dvc(repo, "push", "--run-cache")
@@ -103,36 +109,15 @@ def test_a_clone_restores_the_training_from_a_shared_folder_remote_without_runni
     assert ran_stages(dvc(b, "repro")) == set()  # what was restored is recorded in B's own dvc.lock
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """A moto S3 server on a free 127.0.0.1 port with one empty bucket; test credentials for DVC."""
-    pytest.importorskip("dvc_s3", reason="dvc-s3 is not installed: pip install dvc-s3")
-    moto_server = pytest.importorskip(
-        "moto.server", reason="moto's server is not installed: pip install 'moto[server]'"
-    )
-    boto3 = pytest.importorskip("boto3", reason="boto3 (with moto) is not installed")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    keys = {"aws_access_key_id": creds["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": creds["AWS_SECRET_ACCESS_KEY"]}
-    boto3.client("s3", endpoint_url=url, **keys).create_bucket(Bucket="team-results")
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in {**creds, "NO_PROXY": "127.0.0.1"}.items():
-            mp.setitem(ENV, key, value)
-        yield url
-    server.stop()
-
-
 def test_a_clone_restores_the_training_from_an_s3_remote_without_running_it(
     origin: Path, s3_endpoint: str, tmp_path: Path
 ):
-    dvc(origin, "remote", "add", "s3", "s3://team-results/tvs")
-    dvc(origin, "remote", "modify", "s3", "endpointurl", s3_endpoint)
-    run_ok(["git", "commit", "-qam", "an S3 remote beside the shared folder"], origin)
-    dvc(origin, "push", "--run-cache", "-r", "s3")
-    c = clone(origin, tmp_path / "c")
+    a = copy_repo(origin, tmp_path / "a")  # A's own copy: the S3 remote is this test's alone
+    dvc(a, "remote", "add", "s3", "s3://team-results/tvs")
+    dvc(a, "remote", "modify", "s3", "endpointurl", s3_endpoint)
+    run_ok(["git", "commit", "-qam", "an S3 remote beside the shared folder"], a)
+    dvc(a, "push", "--run-cache", "-r", "s3")
+    c = clone(a, tmp_path / "c")
     dvc(c, "remote", "default", "--local", "s3")  # this machine reads only from S3
     # The training stages and what they need: the rest of the pipeline is the shared folder's test.
     out = dvc(c, "repro", "--pull", *sorted(TRAINING))

@@ -3,7 +3,6 @@ code (a malicious pickle as `model.weights` or as resume state is refused)."""
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -12,7 +11,6 @@ import torch
 
 from tvs.errors import UnsafePathError
 from tvs.io import check_output_path, output_roots
-from tvs.train.resume import STATE, ResumeSpec, load_state
 
 from .conftest import PROJECT
 from .stage_runner import empty_project, make_project, one_line_error, run_stage, stage_cmd, train_cmd
@@ -121,14 +119,3 @@ def test_a_malicious_pickle_as_model_weights_stops_the_stage_without_running_it(
         "(Unsupported global: GLOBAL getattr was not an allowed global by default.)"
     )
     assert not marker.exists()
-
-
-def test_a_malicious_pickle_as_resume_state_is_ignored_without_running_it(tmp_path: Path, caplog):
-    spec = ResumeSpec(tmp_path / "resume", "abc")
-    spec.folder.mkdir()
-    marker = tmp_path / "pwned"
-    torch.save({"format": 1, "fingerprint": "abc", "epoch": Evil(marker)}, spec.folder / STATE)
-    with caplog.at_level(logging.WARNING):
-        assert load_state(spec) is None
-    assert not marker.exists()
-    assert any(m.startswith(f"{spec.folder / STATE}: unreadable (") for m in caplog.messages)

@@ -1,10 +1,11 @@
 """The data-efficiency study (study/dvc.yaml) with real DVC, on a tiny generated ImageFolder.
 
 2 fractions x 2 arms, 32 px images, one epoch (more where the step floor asks), in a temporary
-git repository holding both pipelines. The scenarios run in order, as a user would: run the
-study with one seed, add a second seed (only its split and its cells run: 2 fractions x 2 arms
-x 2 seeds in all), add a fraction (only its cells are stale), and build the pull-request comment
-from a real `dvc metrics diff`.
+git repository holding both pipelines. The study runs once for the module (one seed) and is
+committed; each later scenario works on its own copy, as a user would after that commit: add a
+second seed (only its split and its cells run: 2 fractions x 2 arms x 2 seeds in all) and build the
+pull-request comment from a real `dvc metrics diff`, add a fraction (only its cells are stale),
+and score the study's checkpoints with the main pipeline's stages.
 """
 
 from __future__ import annotations
@@ -19,42 +20,41 @@ import yaml
 
 from tvs.pr import pr_comment
 
-from .conftest import dvc, ran_stages, run_ok
+from .conftest import Reproduced, commit, copy_repo, dvc, ran_stages, run_ok
+from .tiny_pipelines import TINY_STUDY
+from .tiny_pipelines import study_cells as cells
 
 pytestmark = pytest.mark.e2e
-
-TINY_STUDY = {
-    "fractions": [0.5, 1.0],
-    "seeds": [0],
-    "min_steps": 3,  # 6 images at 0.5 in batches of 4: 2 steps per epoch, so 2 epochs; 12 images: 1 epoch
-    "report": {"confidence": 0.95, "resamples": 200, "target_fraction": 0.95},
-}
-
-
-def cells(fractions: list[float], seeds: list[int]) -> set[str]:
-    """The study's stages for ``fractions`` x ``seeds``: both arms' training and the evaluation."""
-    return {
-        f"{stage}@{f}-{s}"
-        for f in fractions
-        for s in seeds
-        for stage in ("train_pretrained", "train_scratch", "evaluate")
-    }
 
 
 def write_study_params(root: Path, **changes) -> None:
     (root / "study" / "params.yaml").write_text(yaml.safe_dump({**TINY_STUDY, **changes}, sort_keys=False))
 
 
+def stale_stages(cwd: Path) -> set[str]:
+    """The study's stages `dvc status` reports as changed (what `dvc repro` would run)."""
+    status = json.loads(dvc(cwd, "status", "--json", "dvc.yaml"))
+    return {name.rsplit(":", 1)[-1] for name in status}
+
+
 @pytest.fixture(scope="module")
-def repo(dvc_repo) -> Path:
-    """A git + DVC repository with both pipelines and 12 tiny images per class."""
-    return dvc_repo("study", per_class=12, study=TINY_STUDY)
+def study_run(dvc_repo) -> Reproduced:
+    """A git + DVC repository with both pipelines and 12 tiny images per class, the study run and committed."""
+    root = dvc_repo("study", per_class=12, study=TINY_STUDY)
+    out = dvc(root / "study", "repro")
+    commit(root, "study results, one seed")
+    return Reproduced(root, out)
 
 
-def test_1_the_study_trains_every_cell_on_nested_subsets_and_writes_its_verdict(repo: Path):
-    out = dvc(repo / "study", "repro")
+@pytest.fixture
+def repo(study_run: Reproduced, tmp_path: Path) -> Path:
+    """A private copy of ``study_run``'s repository."""
+    return copy_repo(study_run.root, tmp_path / "repo")
+
+
+def test_the_study_trains_every_cell_on_nested_subsets_and_writes_its_verdict(study_run: Reproduced):
+    out, study = study_run.log, study_run.root / "study"
     assert ran_stages(out) == {"prepare@0", "report"} | cells([0.5, 1.0], [0])  # not the main pipeline's prepare
-    study = repo / "study"
     summary = json.loads((study / "metrics" / "summary.json").read_text())
     assert (summary["50pct"]["images_per_class"], summary["100pct"]["images_per_class"]) == (3, 6)
     assert summary["seeds"] == 1 and summary["recommendation"] == "inconclusive"
@@ -73,12 +73,10 @@ def test_1_the_study_trains_every_cell_on_nested_subsets_and_writes_its_verdict(
     assert "](data_efficiency.png)" in verdict and "| Majority-class baseline (test) | 50.0%" in verdict
     assert summary["majority_accuracy"] == 0.5  # 3 test images per class
     assert (study / "reports" / "data_efficiency.png").read_bytes().startswith(b"\x89PNG")
-    run_ok(["git", "add", "-A"], repo)
-    run_ok(["git", "commit", "-qm", "study results, one seed"], repo)
 
 
-def test_2_adding_a_seed_runs_only_the_new_cells_and_the_report(repo: Path):
-    assert ran_stages(dvc(repo / "study", "repro")) == set()
+def test_adding_a_seed_runs_only_the_new_cells_and_the_report_and_the_comment_shows_the_change(repo: Path):
+    assert stale_stages(repo / "study") == set()
     write_study_params(repo, seeds=[0, 1])
     out = dvc(repo / "study", "repro")
     assert ran_stages(out) == cells([0.5, 1.0], [1]) | {"prepare@1", "report"}
@@ -93,21 +91,7 @@ def test_2_adding_a_seed_runs_only_the_new_cells_and_the_report(repo: Path):
     assert "mean over the 2 seeds' test splits" in (repo / "study" / "reports" / "verdict.md").read_text()
     assert summary["seeds"] == 2 and summary["100pct"]["pretrained_accuracy_ci_low"] is not None
 
-
-def stale_stages(cwd: Path) -> set[str]:
-    """The study's stages `dvc status` reports as changed (what `dvc repro` would run)."""
-    status = json.loads(dvc(cwd, "status", "--json", "dvc.yaml"))
-    return {name.rsplit(":", 1)[-1] for name in status}
-
-
-def test_3_adding_a_fraction_leaves_every_existing_cell_up_to_date(repo: Path):
-    write_study_params(repo, seeds=[0, 1], fractions=[0.25, 0.5, 1.0])
-    assert stale_stages(repo / "study") == cells([0.25], [0, 1]) | {"report"}
-    write_study_params(repo, seeds=[0, 1])
-    assert stale_stages(repo / "study") == set()
-
-
-def test_4_the_pull_request_comment_holds_the_real_metrics_diff_and_the_verdict(repo: Path):
+    # The pull-request comment of that change: the real `dvc metrics diff` against the commit, and the verdict.
     out = dvc(repo, "metrics", "diff", "HEAD", "--all", "--json")  # the workflow's command (stdout and stderr)
     diff = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
     assert "seeds" in diff["study/metrics/summary.json"]
@@ -121,7 +105,14 @@ def test_4_the_pull_request_comment_holds_the_real_metrics_diff_and_the_verdict(
     assert "(https://github.com/o/r/raw/abc/study/reports/data_efficiency.png)" in text
 
 
-def test_5_the_main_evaluate_and_verdict_write_the_verdict_and_its_plot_from_real_checkpoints(repo: Path):
+def test_adding_a_fraction_leaves_every_existing_cell_up_to_date(repo: Path):
+    write_study_params(repo, fractions=[0.25, 0.5, 1.0])
+    assert stale_stages(repo / "study") == cells([0.25], [0]) | {"report"}
+    write_study_params(repo)
+    assert stale_stages(repo / "study") == set()
+
+
+def test_the_main_evaluate_and_verdict_write_the_verdict_and_its_plot_from_real_checkpoints(repo: Path):
     assert "evaluate" in dvc(repo, "stage", "list")  # the main dvc.yaml, with its new outputs, parses
     models = repo / "study" / "models"
     run_ok(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -16,16 +17,16 @@ pytestmark = pytest.mark.e2e
 MARKER = 'print("tvs package:", __file__)\n'
 
 
-def test_a_stage_imports_the_package_of_its_own_working_copy(dvc_repo):
-    root = dvc_repo("own")
+def test_a_stage_imports_the_package_of_its_own_working_copy(tiny_repo: Path):
+    root = tiny_repo
     init = root / "src" / "tvs" / "__init__.py"
     init.write_text(init.read_text() + MARKER)
     out = dvc(root, "repro", "prepare")
     assert f"tvs package: {init}" in out  # not the src/ the editable install points at
 
 
-def test_a_queued_experiment_runs_the_code_it_was_queued_with(dvc_repo):
-    root = dvc_repo("queue")
+def test_a_queued_experiment_runs_the_code_it_was_queued_with(tiny_repo: Path):
+    root = tiny_repo
     init = root / "src" / "tvs" / "__init__.py"
     original = init.read_text()
     init.write_text(original + 'print("queued code ran")\n')  # the experiment's code differs from the workspace's
