@@ -34,7 +34,7 @@ data: data/raw
 
 repro: $(STAMP) $(PLOTS_PAGE)
 	$(BIN)/dvc repro
-	$(BIN)/dvc metrics show
+	$(BIN)/python -m tvs.answer
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
@@ -42,7 +42,7 @@ lint: $(STAMP)
 
 # Everything but the benchmarks' own checks (`make bench-quick`); `pytest -m "not e2e"` is the quick unit suite.
 test: lint $(PLOTS_PAGE)
-	$(BIN)/python -m pytest -m "not bench"
+	$(BIN)/python -m pytest -m "not bench" -n 2 --dist loadscope --random-order
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks

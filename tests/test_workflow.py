@@ -244,7 +244,7 @@ def declared_outputs(dvc_yaml: Path) -> set[str]:
 COMMENT_FILES = [".dvc/config", "dvc.yaml", "params.yaml", "study/dvc.yaml", "study/params.yaml", "metrics",
                  "study/metrics", "reports/verdict.md", "study/reports/verdict.md", "tune/dvc.yaml",
                  "tune/params.yaml", "tune/metrics", "tune/reports/verdict.md", "src/tvs/__init__.py",
-                 "src/tvs/pr.py"]  # fmt: skip
+                 "src/tvs/pr.py", "src/tvs/markup.py"]  # fmt: skip
 
 
 @pytest.fixture
