@@ -4,35 +4,32 @@ failed with ``No module named 'tvs'``."""
 
 from __future__ import annotations
 
-import re
+import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
-from .conftest import PIPELINE_FILES, PROJECT, fresh_shell, write_imagefolder, write_params
+from .conftest import PIPELINE_FILES, PROJECT, bash_block, fresh_shell, run_ok, write_imagefolder, write_params
 
 pytestmark = pytest.mark.e2e
 
 
 def readme_block(heading: str, first_line: str) -> str:
-    """The ```bash block under ``heading`` of the README that starts with ``first_line``."""
-    readme = (PROJECT / "README.md").read_text()
-    section = readme.split(f"\n{heading}\n", 1)[1].split("\n## ", 1)[0]
-    for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S):
-        if block.startswith(first_line):
-            return block
-    raise AssertionError(f"README.md: no bash block starting {first_line!r} under {heading!r}")
+    return bash_block(PROJECT / "README.md", heading, first_line)
 
 
 @pytest.fixture
 def clone(tmp_path: Path) -> Path:
     """A fresh checkout of the project, with tiny params, after the set-up (the venv, the plots page)."""
     root = tmp_path / "project"
-    for rel in (*PIPELINE_FILES, "README.md", "data/dvc.yaml", "data/dvc.lock", "data/.gitignore"):
+    for rel in (*PIPELINE_FILES, "README.md", "data/dvc.yaml", "data/dvc.lock", "data/.gitignore", "dvc.lock"):
         if (PROJECT / rel).exists():
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(PROJECT / rel, root / rel)
+    for results in ("metrics", "reports"):  # the default dataset's committed results, as in a clone
+        shutil.copytree(PROJECT / results, root / results)
     shutil.copytree(PROJECT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     write_params(root / "params.yaml", train={"batch_size": 2})  # data.train_fraction=0.1 leaves 2 images
     (root / ".venv").symlink_to(PROJECT / ".venv")  # what `make setup` made, without installing it again
@@ -49,9 +46,13 @@ def test_the_readmes_own_data_and_experiment_commands_work_as_written_in_a_fresh
     done = fresh_shell(own_data.replace("/path/to/my_images", str(images)), clone)
     assert done.returncode == 0, done.stdout + done.stderr
     assert (clone / "metrics" / "comparison.json").is_file()
+    # `main` now holds the results on the user's data: what later diffs compare with (20 images, not ELPV's).
+    committed = run_ok(["git", "show", "main:metrics/prepare.json"], clone)
+    assert json.loads(committed)["images"] == 20
+    assert json.loads(run_ok([sys.executable, "-m", "dvc", "metrics", "diff", "main", "--json"], clone)) == {}
 
     # Every line of the block but two of its three `dvc exp run`s (each retrains; one shows the way).
-    experiments = readme_block("### Experiments and pull requests", "source .venv/bin/activate").splitlines()
+    experiments = readme_block("## Experiments and pull requests", "source .venv/bin/activate").splitlines()
     lines = [line for line in experiments if not line.startswith(("dvc exp run -S lr=", "dvc exp run -S data."))]
     assert len(lines) == len(experiments) - 2 and any(line.startswith("dvc exp run") for line in lines)
     done = fresh_shell("\n".join(lines), clone)
