@@ -226,6 +226,13 @@ class Reproduced:
     log: str
 
 
+def reproduce(root: Path, pipeline: str, message: str) -> Reproduced:
+    """`dvc repro` of ``pipeline`` (a folder of ``root`` holding a ``dvc.yaml``), then a commit of its results."""
+    out = dvc(root / pipeline, "repro")
+    commit(root, message)
+    return Reproduced(root, out)
+
+
 def shared_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder every pytest-xdist worker of this run sees (pytest's temporary folder without xdist)."""
     base = tmp_path_factory.getbasetemp()
@@ -246,9 +253,7 @@ def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Reproduced:
         if not log.exists():
             shutil.rmtree(root, ignore_errors=True)  # what a worker that failed half-way left
             make_repo(root, **REPRODUCED_PARAMS)
-            out = dvc(root, "repro")
-            commit(root, "baseline results")
-            log.write_text(out)
+            log.write_text(reproduce(root, ".", "baseline results").log)
     return Reproduced(root, log.read_text())
 
 

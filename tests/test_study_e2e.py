@@ -20,7 +20,7 @@ import yaml
 
 from tvs.pr import pr_comment
 
-from .conftest import Reproduced, commit, copy_repo, dvc, ran_stages, run_ok
+from .conftest import Reproduced, copy_repo, dvc, ran_stages, reproduce, run_ok
 from .tiny_pipelines import TINY_STUDY
 from .tiny_pipelines import study_cells as cells
 
@@ -40,10 +40,7 @@ def stale_stages(cwd: Path) -> set[str]:
 @pytest.fixture(scope="module")
 def study_run(dvc_repo) -> Reproduced:
     """A git + DVC repository with both pipelines and 12 tiny images per class, the study run and committed."""
-    root = dvc_repo("study", per_class=12, study=TINY_STUDY)
-    out = dvc(root / "study", "repro")
-    commit(root, "study results, one seed")
-    return Reproduced(root, out)
+    return reproduce(dvc_repo("study", per_class=12, study=TINY_STUDY), "study", "study results, one seed")
 
 
 @pytest.fixture

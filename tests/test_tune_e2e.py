@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from .conftest import Reproduced, commit, copy_repo, dvc, ran_stages
+from .conftest import Reproduced, copy_repo, dvc, ran_stages, reproduce
 
 pytestmark = pytest.mark.e2e
 
@@ -56,10 +56,7 @@ def chosen_by_validation(tune: Path, lrs: list[float]) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def tune_run(dvc_repo) -> Reproduced:
     """A git + DVC repository with the main pipeline, tune/ and 12 tiny images per class, tune/ run and committed."""
-    root = dvc_repo("tune", per_class=12, tune=TINY_TUNE)
-    out = dvc(root / "tune", "repro")
-    commit(root, "tuning results")
-    return Reproduced(root, out)
+    return reproduce(dvc_repo("tune", per_class=12, tune=TINY_TUNE), "tune", "tuning results")
 
 
 @pytest.fixture
