@@ -1,20 +1,25 @@
 """Atomic file output (a kill, Ctrl-C or a full disk at any moment leaves either the old file or
-the new one), and the check that a stage writes only where its ``dvc.yaml`` declares outputs."""
+the new one), the one CSV writer and reader, and the check that a stage writes only where its
+``dvc.yaml`` declares outputs."""
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from tvs.errors import UnsafePathError
+from tvs.errors import DataError, UnsafePathError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # A full disk or an exhausted quota: reported as one line naming the file (tvs.cli), not as a library's error.
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -50,6 +55,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def disk_full_names(path: str | Path) -> Iterator[None]:
+    """Raise a full disk met in the block as an ``OSError`` naming ``path`` (for writes outside :func:`atomic_path`)."""
+    try:
+        yield
+    except OSError as err:
+        _raise_if_disk_full(err, Path(path))
+        raise
+
+
 def _raise_if_disk_full(err: OSError, path: Path) -> None:
     """Raise a full-disk ``err`` again as an ``OSError`` naming ``path``; return for any other error."""
     if err.errno in DISK_FULL:
@@ -83,6 +98,48 @@ def write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, data: Any) -> None:
     """Write ``data`` as indented JSON to ``path`` atomically."""
     write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def write_csv(table: pd.DataFrame, path: str | Path) -> None:
+    """Write ``table`` (without its index) to ``path`` atomically, so that :func:`read_csv` reads back every cell.
+
+    Every CSV the project writes goes through here. Python's csv writer, which pandas uses, quotes a
+    field holding a comma, a quote or a newline, but not one holding a lone carriage return, which
+    every CSV reader (pandas', the csv module's, DVC's plots) takes for a line break: a file named
+    ``"\\r.png"`` split its row in two. When any text cell or column name holds one, every field is
+    quoted; other tables are written byte for byte as before.
+    """
+    texts = table.select_dtypes(exclude="number")
+    cells = [*map(str, table.columns), *(str(value) for column in texts for value in texts[column])]
+    quoting = csv.QUOTE_ALL if any("\r" in cell for cell in cells) else csv.QUOTE_MINIMAL
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, quoting=quoting)
+
+
+def read_csv(path: str | Path, text: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Read a table :func:`write_csv` wrote: the ``text`` columns exactly as written, the others parsed.
+
+    A name such as ``NA``, ``nan`` or ``null`` stays a string in a ``text`` column; elsewhere only
+    an empty field is missing (NaN).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist, naming it.
+        DataError: ``path`` is not a CSV table (binary bytes, not UTF-8, ragged rows, empty), naming it.
+    """
+    # pandas loads here, not at the top: every stage imports this module (through tvs.cli), and a
+    # stage's `--help` answers before pandas or torch load (tests/test_logs.py).
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        table = pd.read_csv(path, dtype=dict.fromkeys(text, str), keep_default_na=False, na_values=[""])
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file; run the stage that writes it first") from None
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise DataError(f"{path}: not a readable CSV table ({type(err).__name__}: {err})") from None
+    present = [column for column in text if column in table.columns]
+    table[present] = table[present].fillna("")
+    return table
 
 
 def read_json(path: str | Path) -> Any:

@@ -2,12 +2,14 @@
 
 Missing folder or no class folders: errors at once. Empty class folders, one class only, links
 that lead out of the dataset: errors, collected with every other problem the run finds, so that
-one message lists them all (:func:`raise_problems`). Stray files at the top level: warned about
-and ignored. File names that are not UTF-8: refused, or skipped with ``data.on_invalid: skip``.
-Tiny images: warned about (they are upscaled). :func:`screen_samples` applies the policy before
-any image is decoded; decoding errors and duplicate images are found by :mod:`tvs.data.prepare`.
+one message lists them all (:func:`raise_problems`). Stray files at the top level, and hidden
+files with an image extension: warned about and ignored. File names that are not UTF-8: refused,
+or skipped with ``data.on_invalid: skip``. Tiny images: warned about (they are upscaled).
+:func:`screen_samples` applies the policy before any image is decoded; :func:`check_decoded`
+after (unreadable files, identical images under two classes).
 
-``python -m tvs.data.scan data/raw`` checks a folder before ``dvc add`` (:func:`check_before_dvc_add`).
+``python -m tvs.data.scan data/raw`` checks a folder before ``dvc add`` (:func:`check_before_dvc_add`):
+what ``dvc add`` would mishandle (:mod:`tvs.data.tree`) and what ``prepare`` would refuse.
 """
 
 from __future__ import annotations
@@ -15,15 +17,27 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import stat
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
+from PIL import Image
 
 from tvs.cli import run_stage
+from tvs.config import DataConfig
+from tvs.data.decode import MAX_PIXELS, Sample, decoding
+from tvs.data.tree import (
+    arrows,
+    dvc_problems,
+    hard_links_out,
+    links_outside,
+    shown,
+    special_entries,
+    tree_links_outside,
+    undecodable_names,
+)
 from tvs.errors import DataError, list_preview
 
 log = logging.getLogger(__name__)
@@ -31,23 +45,10 @@ log = logging.getLogger(__name__)
 SKIP_HINT = "or set data.on_invalid: skip to leave them out (the count is recorded in the prepare metrics)"
 
 
-def shown(path: str) -> str:
-    """``path`` printable as UTF-8: bytes that are not UTF-8 appear as ``\\xNN``."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
 def raise_problems(problems: Sequence[str]) -> None:
     """Raise one :class:`DataError` holding every problem found, one per line (the stage joins them with ' | ')."""
     if problems:
         raise DataError("\n".join(problems))
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One file of the ImageFolder: its path relative to the root, and its class."""
-
-    path: str
-    label: str
 
 
 @dataclass(frozen=True)
@@ -90,11 +91,19 @@ def scan_image_folder(root: str | Path) -> list[Sample]:
     return listing.samples
 
 
-def folder_problems(root: str | Path, listing: Listing) -> list[str]:
+# Why an empty class folder is worth a line before `dvc add`: afterwards the folder is just gone.
+DVC_DROPS_EMPTY = (
+    " (DVC stores no empty folder: after `dvc add` a clone would not have them, and `prepare` would train on "
+    "the other classes without a word). Add images to them, or remove them."
+)
+
+
+def folder_problems(root: str | Path, listing: Listing, before_dvc_add: bool = False) -> list[str]:
     """Empty class folders, and a single class folder (a classifier needs at least two)."""
     problems = []
     if listing.empty:
-        problems.append(f"{root}: class folder(s) with no files: {list_preview(listing.empty)}")
+        why = DVC_DROPS_EMPTY if before_dvc_add else ""
+        problems.append(f"{root}: class folder(s) with no files: {list_preview(listing.empty)}{why}")
     if len(listing.classes) < 2:
         problems.append(f"{root}: found only one class ({listing.classes[0]!r}); a classifier needs at least two")
     return problems
@@ -122,100 +131,26 @@ def _walk_files(folder: Path, root: Path) -> Iterator[str]:
                 yield Path(dirpath, name).relative_to(root).as_posix()
 
 
-def _entries(root: Path) -> Iterator[tuple[str, os.stat_result]]:
-    """Every entry under ``root``, hidden ones too (``dvc add`` takes them), with its ``lstat``; links not followed."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            full = Path(dirpath, name)
-            try:
-                yield full.relative_to(root).as_posix(), full.lstat()
-            except OSError:  # vanished while walking
-                continue
-
-
-def _outside(root: Path, rel: str) -> str | None:
-    """Where ``rel`` resolves to when that is outside ``root``, else ``None``."""
-    try:
-        target = (root / rel).resolve()
-    except (OSError, RuntimeError):  # a symlink loop: unreadable, and the decoder says so
-        return None
-    return None if root.resolve() in target.parents else str(target)
-
-
-def links_outside(root: str | Path, paths: Sequence[str]) -> dict[str, str]:
-    """``{path: target}`` for each of ``paths`` (relative to ``root``) that resolves outside ``root``."""
-    found = {rel: _outside(Path(root), rel) for rel in paths}
-    return {rel: target for rel, target in found.items() if target is not None}
-
-
-def tree_links_outside(root: str | Path) -> dict[str, str]:
-    """``{link: target}`` for each symlink anywhere under ``root`` (hidden, stray, a folder) leading out of it."""
-    found = {rel: _outside(Path(root), rel) for rel, st in _entries(Path(root)) if stat.S_ISLNK(st.st_mode)}
-    return {rel: target for rel, target in found.items() if target is not None}
-
-
-SPECIAL_KINDS = {
-    stat.S_IFIFO: "named pipe",
-    stat.S_IFSOCK: "socket",
-    stat.S_IFCHR: "character device",
-    stat.S_IFBLK: "block device",
-}
-
-
-def special_kind(mode: int) -> str | None:
-    """``"named pipe"``, ``"socket"``, ... for a file that is neither regular, a folder nor a link; else ``None``."""
-    return SPECIAL_KINDS.get(stat.S_IFMT(mode))
-
-
-def special_files(root: str | Path) -> list[str]:
-    """``path (named pipe)`` for each special file anywhere under ``root``: reading one may block forever."""
-    return [f"{shown(rel)} ({kind})" for rel, st in _entries(Path(root)) if (kind := special_kind(st.st_mode))]
-
-
-def check_before_dvc_add(root: str | Path) -> None:
-    """Refuse what ``dvc add`` would mishandle: links out of ``root`` and special files.
-
-    ``dvc add`` replaces a symlink with a copy of its target, wherever it points, so that file is
-    cached and pushed with the dataset; and it waits forever on a named pipe.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: no such folder")
-    problems = []
-    links = tree_links_outside(root)
-    if links:
-        problems.append(
-            f"{root}: {len(links)} symlink(s) point outside the dataset folder: {_arrows(links)}. `dvc add` would "
-            f"store a copy of each target with the dataset (and `dvc push` upload it): copy the files you mean "
-            f"into {root} instead of linking to them."
-        )
-    specials = special_files(root)
-    if specials:
-        problems.append(
-            f"{root}: {len(specials)} special file(s) that `dvc add` would wait on forever or cannot store: "
-            f"{list_preview(specials)}. Remove them."
-        )
-    raise_problems(problems)
-
-
-def _arrows(links: Mapping[str, str]) -> str:
-    return list_preview([f"{shown(rel)} -> {shown(target)}" for rel, target in sorted(links.items())])
-
-
 def stray_files(root: str | Path) -> list[str]:
     """Visible files directly under ``root``: in no class folder, so in no class."""
     return sorted(p.name for p in Path(root).iterdir() if not p.is_dir() and not p.name.startswith("."))
 
 
-def undecodable_names(paths: Sequence[str]) -> list[str]:
-    """The ``paths`` that are not valid UTF-8 (Python keeps their raw bytes as surrogate escapes)."""
-    bad = []
-    for path in paths:
-        try:
-            path.encode("utf-8")
-        except UnicodeEncodeError:
-            bad.append(path)
-    return bad
+def hidden_images(root: str | Path) -> list[str]:
+    """Hidden files with an image extension in the class folders (``..png``): ignored like ``.DS_Store``, so named."""
+    root, extensions = Path(root), tuple(Image.registered_extensions())
+    found = []
+    for folder in (p for p in root.iterdir() if p.is_dir() and _visible(p.name)):
+        for dirpath, dirnames, filenames in os.walk(folder):
+            dirnames[:] = [d for d in dirnames if _visible(d)]
+            hidden = [n for n in filenames if not _visible(n) and n.lower().endswith(extensions)]
+            found += [Path(dirpath, n).relative_to(root).as_posix() for n in hidden]
+    return sorted(found)
+
+
+def unreadable_problem(root: str | Path, bad: Sequence[str]) -> str:
+    """The message for files that could not be read as images."""
+    return f"{root}: {len(bad)} file(s) could not be read as images: {list_preview(bad)}. Remove them, {SKIP_HINT}."
 
 
 def cross_class_duplicates(samples: Sequence[Sample], keys: Mapping[str, str]) -> list[list[str]]:
@@ -279,6 +214,12 @@ def screen_samples(root: str | Path, samples: Sequence[Sample], on_invalid: str)
             "%s: %d file(s) at the top level are not in a class folder and are ignored: %s",
             root, len(stray), list_preview([shown(s) for s in stray]),
         )  # fmt: skip
+    hidden = hidden_images(root)
+    if hidden:
+        log.warning(
+            "%s: %d hidden file(s) with an image extension are ignored (a name starting with '.' is hidden, like "
+            ".DS_Store): %s. Rename them to use them.", root, len(hidden), list_preview([shown(h) for h in hidden]),
+        )  # fmt: skip
     problems = []
     outside = links_outside(root, [s.path for s in samples])
     held = _held(samples)
@@ -286,7 +227,7 @@ def screen_samples(root: str | Path, samples: Sequence[Sample], on_invalid: str)
     if outside or others:
         problems.append(
             f"{root}: {len(outside) + len(others)} file(s) are reached through symlinks that point outside the "
-            f"dataset folder: {_arrows({**outside, **others})}. Copy the files into {root} instead of linking to them."
+            f"dataset folder: {arrows({**outside, **others})}. Copy the files into {root} instead of linking to them."
         )
     bad_names = set(undecodable_names([s.path for s in samples]))
     if bad_names and on_invalid == "error":
@@ -299,14 +240,92 @@ def screen_samples(root: str | Path, samples: Sequence[Sample], on_invalid: str)
     return Screened(kept, skipped, stray, problems, {s.label for s in samples if s.path in bad_names})
 
 
+@dataclass(frozen=True)
+class Checked:
+    """What :func:`check_decoded` kept (the rows, and their mask), the copies in conflict, and the problems."""
+
+    kept: pd.DataFrame
+    keep: pd.Series
+    in_conflict: set[str]
+    problems: list[str]
+
+
+def check_decoded(
+    root: str | Path, screened: Screened, table: pd.DataFrame, bad: Sequence[str], on_invalid: str
+) -> Checked:
+    """The checks that need the pixels, with the ``data.on_invalid`` policy.
+
+    Unreadable files, identical images filed under two classes (both refused with ``"error"``, left
+    out with ``"skip"``), and classes left with no usable image (always refused). ``table`` is the
+    decoded files' table (:func:`tvs.data.decode.decoding`), ``bad`` the files that were not.
+    """
+    problems = []
+    if bad and on_invalid == "error":
+        problems.append(unreadable_problem(root, bad))
+    # Identical pixels at the cached size, not identical bytes: a copy re-saved at another
+    # compression level or in another lossless format is the same image to the model.
+    conflicts = cross_class_duplicates(
+        [Sample(p, c) for p, c in zip(table["path"], table["class"], strict=True)],
+        dict(zip(table["path"], table["pixels"], strict=True)),
+    )
+    if conflicts and on_invalid == "error":  # the user removes the wrong copies: keep all to check the rest
+        problems.append(conflict_problem(root, conflicts))
+    in_conflict = {path for group in conflicts for path in group} if on_invalid == "skip" else set()
+    keep = ~table["path"].isin(in_conflict)
+    kept = table[keep].reset_index(drop=True)
+    problems += emptied_classes(root, screened, kept["class"])
+    return Checked(kept, keep, in_conflict, problems)
+
+
+def check_before_dvc_add(root: str | Path, size: int = DataConfig.image_size, max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse what ``dvc add`` would mishandle and what ``prepare`` would refuse, before anything is added.
+
+    ``dvc add`` stores a copy of a symlink's target wherever it points (and ``dvc push`` uploads it),
+    waits forever on a named pipe, fails on a name that is not UTF-8, and drops an empty class folder
+    without a word. ``prepare`` refuses unreadable files (truncated, not an image, over ``max_pixels``)
+    and identical images under two classes (found at ``size`` pixels, ``data.image_size``); every file
+    is decoded once here. Whether each class is large enough for ``data.val_fraction`` and
+    ``data.test_fraction`` is left to ``prepare``, which reads the params. Files hard-linked from
+    outside the folder are warned about: ``dvc add`` stores a copy of each and the link is not kept.
+
+    Raises:
+        DataError: listing every problem found, one per line.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder")
+    problems = dvc_problems(root)
+    try:
+        listing = list_image_folder(root)
+    except DataError as err:  # no class folders: nothing more to check
+        raise DataError("\n".join([*problems, str(err)])) from None
+    problems += folder_problems(root, listing, before_dvc_add=True)
+    screened = screen_samples(root, listing.samples, "error")  # its link and name problems are dvc_problems'
+    specials = special_entries(root)  # already listed by dvc_problems
+    regular = [s for s in screened.samples if s.path not in specials]
+    with decoding(root, regular, size, None, max_pixels) as decoded:
+        problems += check_decoded(root, screened, decoded.table, decoded.bad, "error").problems
+    linked = hard_links_out(root)
+    if linked:
+        log.warning(
+            "%s: %d file(s) are hard links to files outside it: %s. `dvc add` stores a copy of each with the "
+            "dataset, and the link is not kept (the file outside no longer changes with it).",
+            root, len(linked), list_preview([shown(p) for p in linked]),
+        )  # fmt: skip
+    raise_problems(problems)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description="Check a folder before `dvc add`: no links out of it, no special files."
+        description="Check a folder before `dvc add`: what `dvc add` would mishandle and what `prepare` would refuse."
     )
     parser.add_argument("root", type=Path, help="the folder you are about to `dvc add` (e.g. data/raw)")
-    root = parser.parse_args().root
-    check_before_dvc_add(root)
-    log.info("%s: no symlinks out of it and no special files; safe to `dvc add`", root)
+    parser.add_argument(
+        "--max-pixels", type=int, default=MAX_PIXELS, help=f"refuse images over this many pixels ({MAX_PIXELS})"
+    )
+    args = parser.parse_args()
+    check_before_dvc_add(args.root, max_pixels=args.max_pixels)
+    log.info("%s: every image readable, nothing `dvc add` would mishandle; safe to `dvc add`", args.root)
 
 
 if __name__ == "__main__":
