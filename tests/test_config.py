@@ -77,7 +77,8 @@ def test_parse_override_reads_the_value_as_yaml():
     [
         ({"learning_rate": 0.1}, "unknown key 'learning_rate'; valid keys: seed, lr, data, train, model, pretrained, "
                                  "scratch, evaluate"),
-        ({"train": {"epochz": 3}}, "unknown key 'train.epochz'; valid keys under train: epochs, batch_size, "
+        ({"train": {"epochz": 3}}, "unknown key 'train.epochz'; did you mean 'train.epochs'? "
+                                   "Valid keys under train: epochs, batch_size, "
                                    "weight_decay, label_smoothing, warmup_epochs, precision, channels_last, compile, "
                                    "augment, num_threads, device, optimizer, momentum, nesterov, nproc"),
         ({"lr": -0.1}, "lr: must be > 0"),

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
 
 from tvs.compute.runtime import Runtime, check_processes, configure_threads, per_process_batch, sync_batchnorm
@@ -44,6 +44,10 @@ from .stage_runner import make_project, train_cmd
 EPOCHS = 3
 GROUPNORM = "timm:test_efficientnet_gn"  # 100k parameters, no batch statistics
 BATCHNORM = "timm:test_efficientnet"  # the same network with BatchNorm
+# Weights that fit each arch: the training stage checks model.weights against model.arch in both arms.
+MODELS = {
+    arch: {"arch": arch, "weights": f"weights/{arch.split(':')[1]}.safetensors"} for arch in (GROUPNORM, BATCHNORM)
+}
 TWO = {"epochs": EPOCHS, "augment": "none", "nproc": 2}
 KILLED = "train: error: rank 1 of 2 was killed by SIGKILL; rerun to resume after the last completed epoch"
 INTERRUPTED = "train: interrupted; nothing half-written (rerun to resume)"
@@ -112,7 +116,10 @@ def weights(dump: Path, rank: int) -> dict[str, torch.Tensor]:
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("distributed")
     raw = write_imagefolder(root / "raw", {"cats": 12, "dogs": 12})  # 12 training images
-    project = make_project(root / "base", raw, train=TWO, model={"arch": GROUPNORM})
+    project = make_project(root / "base", raw, train=TWO, model=MODELS[GROUPNORM])
+    for arch, model in MODELS.items():
+        state = timm.create_model(arch.split(":")[1], num_classes=2).state_dict()
+        save_file({k: v.contiguous() for k, v in state.items()}, project / model["weights"])
     (project / "hooks.py").write_text(HOOKS)
     return project
 
@@ -120,7 +127,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def case(base: Path, name: str, **sections) -> Path:
     project = base.parent / name
     shutil.copytree(base, project)
-    write_params(project / "params.yaml", **{"train": TWO, "model": {"arch": GROUPNORM}, **sections})
+    write_params(project / "params.yaml", **{"train": TWO, "model": MODELS[GROUPNORM], **sections})
     (project / "dump").mkdir()
     return project
 
@@ -176,7 +183,7 @@ def runs(base: Path) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
         "two": case(base, "two"),
         "one": case(base, "one", train={**TWO, "nproc": 1}),
         "killed": case(base, "killed"),
-        "batchnorm": case(base, "batchnorm", train={**TWO, "augment": "flips"}, model={"arch": BATCHNORM}),
+        "batchnorm": case(base, "batchnorm", train={**TWO, "augment": "flips"}, model=MODELS[BATCHNORM]),
         "ctrl_c": case(base, "ctrl_c", train={**TWO, "epochs": 8}),
         "sigkill": case(base, "sigkill", train={**TWO, "epochs": 8}),
     }

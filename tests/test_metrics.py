@@ -72,6 +72,7 @@ def test_the_baseline_of_the_default_elpv_test_split_and_its_balanced_accuracy_o
         "majority_class": "functional",
         "majority_accuracy": pytest.approx(0.6876, abs=1e-4),
         "majority_balanced_accuracy": 0.5,
+        "majority_tied": 0,
     }
     three = baseline(np.array([0, 0, 0, 1, 2, 2]), ["a", "b", "c"])
     assert three["majority_accuracy"] == 0.5 and three["majority_balanced_accuracy"] == pytest.approx(1 / 3)
@@ -84,3 +85,9 @@ def test_an_arm_file_holds_its_accuracys_wilson_ci_and_the_majority_baseline():
     m = arm_metrics(probs, labels, {"train_seconds": 1.0, "best_epoch": 1}, confidence=0.95)
     assert m["accuracy"] == 0.85 and m["majority_accuracy"] == 0.75 and m["test_images"] == 20
     assert (m["accuracy_ci_low"], m["accuracy_ci_high"]) == pytest.approx((0.6396, 0.9476), abs=1e-4)
+
+
+def test_tied_test_classes_are_flagged_so_no_class_is_named_as_the_majority():
+    tied = baseline(np.array([0, 0, 1, 1, 2, 2]), ["one", "two", "three"])
+    assert tied["majority_tied"] == 1 and tied["majority_accuracy"] == pytest.approx(1 / 3)
+    assert baseline(np.array([0, 0, 1]), ["one", "two"])["majority_tied"] == 0

@@ -112,13 +112,13 @@ def test_pair_verdict_has_the_measured_rows_the_rule_and_the_plot():
 def test_pair_verdict_reads_every_accuracy_against_the_majority_class_and_its_ci():
     text = pair_verdict(METRICS, comparison(0.082, 0.049, 0.114, 1e-5), SETTINGS, 1706, 2, None)
     assert (
-        "Baseline: predicting the majority class (`functional`) for every test image scores 68.8% accuracy "
+        "Baseline: predicting the majority class (“functional”) for every test image scores 68.8% accuracy "
         "and 50.0% balanced accuracy; every accuracy here is read against that. One run's accuracy on these "
         "525 test images is known to ±3.1 pp (pretrained) and ±3.5 pp (scratch)"
     ) in text
     assert "| 85.7% (95% CI 82.4 to 88.5) | 77.5% (95% CI 73.8 to 80.8) |" in text
     assert (
-        "| Majority-class baseline (test) | 68.8%: always `functional` | the same | "
+        "| Majority-class baseline (test) | 68.8%: always “functional” | the same | "
         "above it: pretrained +16.9 pp, scratch +8.7 pp |"
     ) in text
     assert "+9.5 pp; the baseline scores 50.0% |" in text  # the balanced accuracy row
@@ -144,8 +144,8 @@ def test_pair_verdict_of_a_diverged_arm_gives_no_verdict_and_says_what_diverged_
     text = pair_verdict(metrics, comparison, SETTINGS, 10, 2, None)
     assert "**No verdict**: the scratch arm diverged" in text
     assert "| Outcome | finished, best epoch 5 | diverged in epoch 2; scored with epoch 1's weights |" in text
-    assert "| Majority-class baseline (test) | 68.8%: always `functional` | the same |" in text
-    assert "Baseline: predicting the majority class (`functional`)" in text
+    assert "| Majority-class baseline (test) | 68.8%: always “functional” | the same |" in text
+    assert "Baseline: predicting the majority class (“functional”)" in text
 
 
 def test_write_pair_report_draws_the_png_the_verdict_links(tmp_path: Path):
@@ -231,9 +231,9 @@ def test_study_verdict_fills_the_seed_tables_rows_and_embeds_the_curve():
     text = study_verdict(sizes, SETTINGS, "data_efficiency.png", STUDY_BASELINE)
     for row in ("Best accuracy", "Performance on small data", "Data requirement", "Training time"):
         assert f"| {row}" in text
-    assert "Baseline: predicting the majority class (`functional`) for every test image scores 68.8% accuracy" in text
+    assert "Baseline: predicting the majority class (“functional”) for every test image scores 68.8% accuracy" in text
     assert (
-        "| Majority-class baseline (test) | 68.8%: always `functional` | the same | above it: pretrained +17.3 pp, "
+        "| Majority-class baseline (test) | 68.8%: always “functional” | the same | above it: pretrained +17.3 pp, "
         "scratch +9.6 pp (853 per class); pretrained +6.2 pp, scratch -6.8 pp (43 per class) |"
     ) in text
     assert "| Balanced accuracy (test, 853 images per class) | 81.1% (95% CI 79.1 to 83.1) |" in text
@@ -442,3 +442,21 @@ def test_pr_comment_command_writes_the_file_the_workflow_posts(tmp_path: Path, m
     Path("diff.json").write_text("")  # `dvc metrics diff` with nothing to compare
     main(["--base", "main", "--diff", "diff.json", "--out", "comment.md"])
     assert "No metric differs from `main`" in Path("comment.md").read_text()
+
+
+EVIL_CLASS = "x` <img src=x onerror=alert(1)> @octocat `y"
+
+
+def test_a_class_name_with_backticks_stays_text_in_the_verdict():
+    """Issue 24 item 4: a class folder named with backticks broke out of verdict.md's code span."""
+    text = pair_verdict(METRICS, {**comparison(0.082, 0.049, 0.114, 1e-5), "majority_class": EVIL_CLASS},
+                        SETTINGS, 1706, 2, None)  # fmt: skip
+    assert "<img" not in text and " @octocat" not in text and "`@octocat`" in text
+    assert "“x\\` &lt;img src=x onerror=alert(1)&gt; `@octocat` \\`y”" in text
+
+
+def test_tied_test_classes_make_the_baseline_one_over_k_and_name_no_class():
+    tied = {**comparison(0.082, 0.049, 0.114, 1e-5), "majority_class": "one", "majority_tied": 1}
+    text = pair_verdict(METRICS, tied, SETTINGS, 1706, 2, None)
+    assert "classes are tied, so there is no majority class" in text and "1/k" in text
+    assert "“one”" not in text and "always `one`" not in text

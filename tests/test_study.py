@@ -71,8 +71,11 @@ def test_a_missing_required_study_key_is_a_config_error_naming_it(tmp_path: Path
         ("lr: fast\n", "lr: expected float, got str 'fast'",
          "min_steps: few\n", "min_steps: expected int, got str 'few'"),
         ("lr: 0\n", "lr: must be > 0", "min_steps: -1\n", "min_steps: must be an integer >= 0, got -1"),
-        ("lrr: 1\n", "unknown key 'lrr'; valid keys: seed, lr, data, train, model, pretrained, scratch, evaluate",
-         "min_step: 1\n", "unknown key 'min_step'; valid keys: fractions, seeds, min_steps, report"),
+        ("lrr: 1\n",
+         "unknown key 'lrr'; did you mean 'lr'? Valid keys: seed, lr, data, train, model, pretrained, scratch, "
+         "evaluate",
+         "min_step: 1\n",
+         "unknown key 'min_step'; did you mean 'min_steps'? Valid keys: fractions, seeds, min_steps, report"),
         ("train: {epochs: 0}\n", "train.epochs: must be at least 1",
          "report: {target_fraction: 0}\n", "report.target_fraction: must be in (0, 1], got 0.0"),
     ],

@@ -27,7 +27,9 @@ def main() -> None:
     from tvs.data.prepare import prepare_dataset
 
     params = load_params(args.params, overrides=dict(parse_override(item) for item in args.set))
-    prepare_dataset(raw=args.raw, out=args.out, params=params, summary_path=args.summary)
+    prepare_dataset(
+        raw=args.raw, out=args.out, params=params, summary_path=args.summary, max_pixels=params.data.max_pixels
+    )
 
 
 if __name__ == "__main__":

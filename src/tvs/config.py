@@ -5,11 +5,19 @@ its own dataclass) with the same rules and the same messages: a key the code doe
 value of the wrong type or range, raises :class:`ConfigError` naming the file and the key, before
 any work starts. Code below it receives dataclasses and never indexes raw dicts. Command-line
 overrides (``--set data.train_fraction=0.1``) are parsed here too.
+
+Files and overrides are read as DVC reads them (:func:`parse_yaml`: ruamel.yaml, YAML 1.2), so that
+the value a stage trains with is the value ``dvc params diff`` shows and the run-cache keys on:
+``lr: 3e-3`` is the number 0.003 to both (PyYAML's YAML 1.1 would read the text ``'3e-3'``), and
+``yes`` is text to both. A boolean where a number is meant (``-S train.epochs=true``, which DVC
+compares equal to 1) and a non-finite number (``.inf``, ``.nan``) are refused, naming the key.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import os
 import types
 import typing
@@ -17,7 +25,8 @@ from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from tvs.errors import ConfigError
 
@@ -38,9 +47,13 @@ class DataConfig:
     test_fraction: float = 0.2
     train_fraction: float = 1.0
     on_invalid: OnInvalid = "error"
+    # Pixels one image may have, checked from its header before decoding: 50 MP takes an 8660x5773
+    # photo (a 50 MP camera); decoding costs up to ~20 bytes a pixel. Pillow's own 89 MP limit applies too.
+    max_pixels: int = 50_000_000
 
     def validate(self) -> None:
         check(8 <= self.image_size <= 1024, "data.image_size", "must be between 8 and 1024")
+        check(self.max_pixels >= self.image_size**2, "data.max_pixels", "must be at least data.image_size squared")
         check(0 < self.val_fraction < 1, "data.val_fraction", "must be in (0, 1)")
         check(0 < self.test_fraction < 1, "data.test_fraction", "must be in (0, 1)")
         check(
@@ -76,7 +89,7 @@ class TrainConfig:
         check(0 <= self.momentum < 1, "train.momentum", "must be in [0, 1)")
         check(not self.nesterov or self.momentum > 0, "train.nesterov", "needs train.momentum > 0")
         check(self.nproc >= 1, "train.nproc", "must be at least 1")
-        check(self.batch_size >= 1, "train.batch_size", "must be at least 1")
+        check(self.batch_size >= 2, "train.batch_size", "must be at least 2 (BatchNorm cannot train on one image)")
         check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
         check(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")
         check(0 <= self.warmup_epochs <= self.epochs, "train.warmup_epochs", "must be in [0, train.epochs]")
@@ -148,6 +161,13 @@ class ArmConfig:
         )
 
 
+# scipy's paired bootstrap holds every resample at once, about 24 bytes per resample and test image
+# (measured: 240 MB for the default 10,000 resamples of 1,000 images; 10**9 asked numpy for 134 GiB).
+# 100,000, ten times the default, keeps that within a few GB for a few thousand test images; more
+# resamples only shrink the Monte-Carlo noise of the interval's ends, already small at 10,000.
+MAX_RESAMPLES = 100_000
+
+
 @dataclass(frozen=True)
 class EvaluateConfig:
     """The statistics ``evaluate`` reports: confidence level, bootstrap resamples, the curves' target."""
@@ -155,10 +175,17 @@ class EvaluateConfig:
     confidence: float = 0.95
     resamples: int = 10000
     target_fraction: float = 0.95  # epochs to reach this share of an arm's best validation accuracy
+    # Points within which the arms count as equivalent (the answer page, tvs.ladder): about what one
+    # run's accuracy is known to on 2,000 test images, and below the gaps that change a choice.
+    equivalence_margin: float = 2.0
 
     def validate(self) -> None:
+        check(0 < self.equivalence_margin < 50, "evaluate.equivalence_margin", "must be in (0, 50) points")
         check(0.5 <= self.confidence < 1, "evaluate.confidence", "must be in [0.5, 1)")
-        check(self.resamples >= 100, "evaluate.resamples", "must be at least 100")
+        check(
+            100 <= self.resamples <= MAX_RESAMPLES, "evaluate.resamples",
+            f"must be between 100 and {MAX_RESAMPLES:,} (the bootstrap holds every resample in memory at once)",
+        )  # fmt: skip
         check(0 < self.target_fraction <= 1, "evaluate.target_fraction", "must be in (0, 1]")
 
 
@@ -200,15 +227,32 @@ class Params:
 Config = typing.TypeVar("Config")
 
 
+def parse_yaml(text: str) -> Any:
+    """``text`` read exactly as DVC reads params files and ``-S`` values: ruamel.yaml's safe loader, YAML 1.2.
+
+    DVC (``dvc/utils/serialize/_yaml.py``, ``parse_yaml``) builds ``YAML(typ="safe")``; so does
+    this. ``3e-3`` and ``1E5`` are numbers, ``yes``/``on`` are text, a repeated key is an error.
+    """
+    return YAML(typ="safe").load(text)
+
+
+def yaml_problem(err: YAMLError) -> str:
+    """ruamel's multi-line report as ``problem, line N``."""
+    if isinstance(err, MarkedYAMLError) and err.problem:
+        mark = err.problem_mark
+        return f"{err.problem}" + (f", line {mark.line + 1}" if mark is not None else "")
+    return " ".join(str(err).split())
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """A params file's mapping; an error names the file."""
+    """A params file's mapping, read as DVC reads it (:func:`parse_yaml`); an error names the file."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = parse_yaml(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such params file") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    except YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(err)}") from None
     except RecursionError:
         raise ConfigError(f"{path}: nested too deeply to be a params file") from None
     raw = {} if raw is None else raw
@@ -247,14 +291,18 @@ def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | No
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``"data.train_fraction=0.1"`` -> ``("data.train_fraction", 0.1)``; the value is read as YAML."""
+    """``"data.train_fraction=0.1"`` -> ``("data.train_fraction", 0.1)``; the value is read as DVC reads YAML.
+
+    DVC writes a matrix value into a stage's command as ``str(value)`` (``--set lr=5e-05``): read
+    back by :func:`parse_yaml`, it is the number DVC holds, not text.
+    """
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE with a dotted key, e.g. data.train_fraction=0.1")
     try:
-        return key.strip(), yaml.safe_load(value)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({err})") from None
+        return key.strip(), parse_yaml(value)
+    except YAMLError as err:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({yaml_problem(err)})") from None
 
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:
@@ -270,7 +318,9 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     if unknown:
         more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
         under = f" under {where}" if prefix else ""
-        raise ConfigError(f"unknown key '{prefix}{unknown[0]}'{more}; valid keys{under}: {', '.join(fields)}")
+        close = difflib.get_close_matches(unknown[0], list(fields), n=1)  # a typo: `-S train.epoch=2`
+        lead = f"did you mean '{prefix}{close[0]}'? Valid" if close else "valid"
+        raise ConfigError(f"unknown key '{prefix}{unknown[0]}'{more}; {lead} keys{under}: {', '.join(fields)}")
     required = [f for f in fields.values() if f.default is MISSING and f.default_factory is MISSING]
     absent = [f.name for f in required if f.name not in raw]
     if absent:
@@ -285,7 +335,11 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:
-    """Check ``value`` against type ``hint``; ints are accepted where floats are expected."""
+    """Check ``value`` against type ``hint``; ints are accepted where floats are expected.
+
+    A boolean is never a number here, although Python (and so DVC) holds ``True == 1``; a number
+    must be finite: ``.inf`` and ``.nan`` (or ``1e400``) would only surface later as divergence.
+    """
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, key + ".")
     origin = typing.get_origin(hint)
@@ -302,7 +356,7 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         (item,) = typing.get_args(hint)
         for i, element in enumerate(value):
             _coerce(item, element, f"{key}[{i}]")
-        return list(value)  # as written: a study names its cells' folders after these values
+        return list(value)  # as read (an int stays an int): a study names its cells' folders after these values
     if hint is bool:
         ok = isinstance(value, bool)
     elif hint is int:
@@ -315,7 +369,11 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     else:  # pragma: no cover - a new field type must be taught here
         raise TypeError(f"{key}: unsupported field type {hint}")
     if not ok:
-        raise ConfigError(f"{key}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+        whole = hint is int and isinstance(value, float) and value.is_integer()  # `1e5`: a float in YAML 1.2
+        advice = f" (write it as {int(value)})" if whole else ""
+        raise ConfigError(f"{key}: expected {hint.__name__}, got {type(value).__name__} {value!r}{advice}")
+    if hint is float and not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number, got {value!r}")
     return value
 
 

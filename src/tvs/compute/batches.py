@@ -15,21 +15,43 @@ from torch import nn
 from tvs.compute.runtime import Runtime
 
 
+def batch_bounds(count: int, batch_size: int, fold_single: bool = False) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each batch over ``count`` rows, ``batch_size`` at a time.
+
+    With ``fold_single`` (training), a last batch of one image joins the batch before it, which
+    becomes one image larger. BatchNorm cannot train on a batch of one where a feature map has
+    shrunk to 1x1 (``Expected more than 1 value per channel when training``: 36 images in batches
+    of 5 at 32 px), and its statistics from one image are noise at any size. Folded, not dropped,
+    so that every image is trained on in every epoch. Both arms run this same code on the same
+    order, so they still see the same batches; under torchrun every rank's shard has the same
+    length, so every rank folds alike and all take the same number of steps.
+    """
+    starts = list(range(0, count, batch_size))
+    if fold_single and len(starts) > 1 and count - starts[-1] == 1:
+        starts.pop()
+    return list(zip(starts, [*starts[1:], count], strict=True))
+
+
 def iterate_batches(
-    images: np.ndarray | torch.Tensor, rows: torch.Tensor, labels: torch.Tensor, batch_size: int, runtime: Runtime
+    images: np.ndarray | torch.Tensor,
+    rows: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    runtime: Runtime,
+    fold_single: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``(uint8 images, labels)`` on the device, ``batch_size`` at a time, in the given order.
 
     ``rows`` are cache rows and ``labels`` their classes, aligned. ``images`` is either the
     memory-mapped cache (rows gathered per batch, so memory stays flat) or a tensor already on
-    the device (the GPU fast path).
+    the device (the GPU fast path). ``fold_single``: see :func:`batch_bounds` (training sets it).
     """
     cuda = runtime.device.type == "cuda"
     on_device = isinstance(images, torch.Tensor)
     if on_device:  # one copy up front: a pageable copy per batch would wait for the GPU each time
         rows, labels = rows.to(images.device), labels.to(runtime.device)
-    for start in range(0, len(rows), batch_size):
-        idx, y = rows[start : start + batch_size], labels[start : start + batch_size]
+    for start, stop in batch_bounds(len(rows), batch_size, fold_single):
+        idx, y = rows[start:stop], labels[start:stop]
         if on_device:
             yield images[idx], y
             continue

@@ -63,12 +63,21 @@ class Runtime:
 
 
 def per_process_batch(batch_size: int, processes: int) -> int:
-    """Each process's share of the global ``train.batch_size``; it must divide evenly."""
+    """Each process's share of the global ``train.batch_size``; it must divide evenly, into at least 2 images.
+
+    On the CPU each process's BatchNorm normalises its own share (no SyncBatchNorm there), and
+    BatchNorm cannot train on a batch of one image (:func:`tvs.compute.batches.batch_bounds`).
+    """
     if batch_size % processes:
         raise ConfigError(
             f"train.batch_size: {batch_size} does not split evenly over {processes} processes (train.nproc, or "
             f"torchrun's process count); each process takes an equal share of every batch: use a multiple "
             f"of {processes}"
+        )
+    if processes > 1 and batch_size // processes < 2:
+        raise ConfigError(
+            f"train.batch_size: {batch_size} over {processes} processes leaves each a batch of one image, which "
+            f"BatchNorm cannot train on; use at least {2 * processes}"
         )
     return batch_size // processes
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -14,21 +15,44 @@ from tvs.evaluate.stats import accuracy_ci
 METRIC_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "train_seconds", "best_epoch")
 
 
+# The predicted class of an image whose probabilities are NaN or infinite (a diverged or broken
+# model): it matches no class, so the image counts as misclassified.
+NO_PREDICTION = -1
+
+
+def predicted_classes(probs: np.ndarray) -> np.ndarray:
+    """Each image's most probable class; :data:`NO_PREDICTION` where its probabilities are not all finite."""
+    return np.where(np.isfinite(probs).all(1), probs.argmax(1), NO_PREDICTION)
+
+
+def nonfinite_rows(probs: np.ndarray) -> int:
+    """How many images got NaN or infinite probabilities."""
+    return int((~np.isfinite(probs).all(1)).sum())
+
+
 def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Accuracy, balanced accuracy, macro F1 and log loss of ``probs`` (N, C) against ``labels``."""
+    """Accuracy, balanced accuracy, macro F1 and log loss of ``probs`` (N, C) against ``labels``.
+
+    An image without finite probabilities is misclassified, and scored as a uniform guess
+    (``ln C``) in the log loss: it said nothing about its class.
+    """
     classes = np.arange(probs.shape[1])
-    predicted = probs.argmax(1)
+    predicted = predicted_classes(probs)
+    finite = np.where(np.isfinite(probs).all(1, keepdims=True), probs, 1 / probs.shape[1])
+    with warnings.catch_warnings():  # NO_PREDICTION is a "class" no image has: its recall is left out, as wanted
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        balanced = balanced_accuracy_score(labels, predicted)
     return {
         "accuracy": float(accuracy_score(labels, predicted)),
-        "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)),
+        "balanced_accuracy": float(balanced),
         "macro_f1": float(f1_score(labels, predicted, labels=classes, average="macro", zero_division=0)),
-        "log_loss": float(log_loss(labels, probs, labels=classes)),
+        "log_loss": float(log_loss(labels, finite, labels=classes)),
     }
 
 
 def confusion(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Confusion matrix: rows are true classes, columns predicted."""
-    return confusion_matrix(labels, probs.argmax(1), labels=np.arange(probs.shape[1]))
+    """Confusion matrix: rows are true classes, columns predicted (images without a prediction left out)."""
+    return confusion_matrix(labels, predicted_classes(probs), labels=np.arange(probs.shape[1]))
 
 
 def majority_baseline(labels: np.ndarray) -> tuple[int, float]:
@@ -50,11 +74,12 @@ def arm_metrics(
     """One arm's metrics file: test metrics with the accuracy's CI over test images, the majority-class
     baseline, and the training time and best epoch from its sidecar."""
     metrics = classification_metrics(probs, labels)
-    low, high = accuracy_ci(int((probs.argmax(1) == labels).sum()), len(labels), confidence)
+    low, high = accuracy_ci(int((predicted_classes(probs) == labels).sum()), len(labels), confidence)
     metrics |= {"accuracy_ci_low": low, "accuracy_ci_high": high, "majority_accuracy": majority_baseline(labels)[1]}
     metrics["train_seconds"] = round(float(meta["train_seconds"]), 2)
     metrics["best_epoch"] = int(meta["best_epoch"])
     metrics["test_images"] = len(labels)
+    metrics["nonfinite_outputs"] = nonfinite_rows(probs)  # > 0: a broken model, reported as diverged
     return metrics
 
 
@@ -63,7 +88,10 @@ def baseline(labels: np.ndarray, classes: list[str]) -> dict[str, Any]:
     balanced accuracy of predicting it for every image."""
     index, accuracy = majority_baseline(labels)
     balanced = float(balanced_accuracy_score(labels, np.full_like(labels, index)))
-    return {"majority_class": classes[index], "majority_accuracy": accuracy, "majority_balanced_accuracy": balanced}
+    counts = np.bincount(np.asarray(labels, dtype=int))
+    tied = int((counts == counts.max()).sum() > 1)  # no majority class: the verdict says 1/k, names none
+    return {"majority_class": classes[index], "majority_accuracy": accuracy, "majority_balanced_accuracy": balanced,
+            "majority_tied": tied}  # fmt: skip
 
 
 def compare(pretrained: dict[str, Any], scratch: dict[str, Any]) -> dict[str, float]:

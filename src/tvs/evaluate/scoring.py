@@ -18,12 +18,14 @@ from tvs.compute.batches import iterate_batches, predict_proba, to_model_input
 from tvs.compute.runtime import Runtime
 from tvs.data.prepared import load_prepared
 from tvs.errors import DataError
-from tvs.evaluate.metrics import arm_metrics, baseline, compare, confusion
+from tvs.evaluate.metrics import arm_metrics, baseline, compare, confusion, predicted_classes
 from tvs.evaluate.stats import EvidenceSettings, pair_evidence
-from tvs.io import atomic_path, write_json
+from tvs.io import write_csv, write_json
 from tvs.models.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
+
+NO_PREDICTION_NAME = "(no prediction)"  # predictions.csv's class for an image with NaN or infinite probabilities
 
 
 def predict_arm(
@@ -43,9 +45,15 @@ def predict_arm(
     return probs, true, meta
 
 
-def divergence(meta: dict[str, Any]) -> dict[str, int]:
-    """A checkpoint's divergence flags as numbers (0: did not diverge), so `dvc metrics` shows them."""
-    return {"diverged": int(bool(meta.get("diverged"))), "diverged_epoch": int(meta.get("diverged_epoch") or 0)}
+def divergence(meta: dict[str, Any], nonfinite_outputs: int = 0) -> dict[str, int]:
+    """A checkpoint's divergence flags as numbers (0: did not diverge), so `dvc metrics` shows them.
+
+    A model that gives NaN or infinite probabilities on test images is broken whatever its sidecar
+    says (weights changed after training, say): it is flagged as diverged, so that no comparison is
+    drawn from it; ``diverged_epoch`` stays the sidecar's (0 if training finished).
+    """
+    diverged = bool(meta.get("diverged")) or nonfinite_outputs > 0
+    return {"diverged": int(diverged), "diverged_epoch": int(meta.get("diverged_epoch") or 0)}
 
 
 def guard_comparison(comparison: dict[str, Any], results: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -82,16 +90,20 @@ def evaluate_arms(
     test_paths = manifest.loc[manifest["split"] == "test", "path"].to_numpy()
     for arm, model_dir in models.items():
         probs, labels, meta = predict_arm(model_dir, data_dir)
-        results[arm] = {**arm_metrics(probs, labels, meta, evidence.confidence), **divergence(meta)}
-        correct[arm], metas[arm] = probs.argmax(1) == labels, meta
+        metrics = arm_metrics(probs, labels, meta, evidence.confidence)
+        results[arm] = {**metrics, **divergence(meta, metrics["nonfinite_outputs"])}
+        if metrics["nonfinite_outputs"]:
+            log.warning("%s: NaN or infinite probabilities on %d test images", arm, metrics["nonfinite_outputs"])
+        predicted = predicted_classes(probs)
+        correct[arm], metas[arm] = predicted == labels, meta
         classes = np.array(meta["classes"])
+        names = np.array([*meta["classes"], NO_PREDICTION_NAME])  # NO_PREDICTION (-1) indexes the last
         with Live(dir=str(eval_dir / arm), save_dvc_exp=False, dvcyaml=None, report=None) as live:
-            live.log_sklearn_plot("confusion_matrix", classes[labels].tolist(), classes[probs.argmax(1)].tolist())
-        predictions = pd.DataFrame({"path": test_paths, "true": classes[labels], "predicted": classes[probs.argmax(1)]})
+            live.log_sklearn_plot("confusion_matrix", classes[labels].tolist(), names[predicted].tolist())
+        predictions = pd.DataFrame({"path": test_paths, "true": classes[labels], "predicted": names[predicted]})
         for i, name in enumerate(classes):
             predictions[f"p_{name}"] = probs[:, i]
-        with atomic_path(eval_dir / arm / "predictions.csv") as tmp:
-            predictions.to_csv(tmp, index=False)
+        write_csv(predictions, eval_dir / arm / "predictions.csv")
         write_json(metrics_dir / f"{arm}.json", results[arm])
         log.info("%s: %s | confusion %s", arm, results[arm], confusion(probs, labels).tolist())
     if {"pretrained", "scratch"} <= results.keys():
@@ -99,7 +111,7 @@ def evaluate_arms(
         if any(r["diverged"] for r in results.values()):  # no fair evidence to compute (maybe no history at all)
             evidence_part = {"significance": None, "time_to_accuracy": None}
         else:
-            evidence_part = pair_evidence(correct, histories, evidence)
+            evidence_part = pair_evidence(correct, histories, evidence, chance=1 / len(metas["pretrained"]["classes"]))
         comparison = {**compare(results["pretrained"], results["scratch"]), **evidence_part}
         # The baseline belongs to the test split, not to the arms: it stays when an arm diverged.
         comparison = {**guard_comparison(comparison, results), **baseline(labels, metas["pretrained"]["classes"])}

@@ -204,14 +204,24 @@ def pair_evidence(
     correct: Mapping[str, Sequence[bool]],
     histories: Mapping[str, Sequence[Mapping[str, float]]],
     settings: EvidenceSettings,
+    chance: float = 0.0,
 ) -> dict[str, Any]:
-    """The paired evidence for ``comparison.json``: significance and time-to-accuracy, pretrained vs scratch."""
+    """The paired evidence for ``comparison.json``: significance and time-to-accuracy, pretrained vs scratch.
+
+    ``chance`` is the validation accuracy of a uniform guess (1 / classes). A target at or below it
+    (2,000 classes and a best of 0.03%) is met by guessing, so no arm is timed to it: both stay
+    "not reached", and ``chance_val_accuracy`` lets the verdict say why.
+    """
     mc = mcnemar_exact(correct["pretrained"], correct["scratch"])
     boot = paired_bootstrap_ci(
         correct["pretrained"], correct["scratch"], settings.confidence, settings.resamples, settings.seed
     )
     target = target_accuracy(histories, settings.target_fraction)
-    reached = {arm: time_to_accuracy(histories[arm], target) for arm in ("pretrained", "scratch")}
+    timed = target > chance
+    reached = {
+        arm: time_to_accuracy(histories[arm], target) if timed else TimeToAccuracy(None, None, len(histories[arm]))
+        for arm in ("pretrained", "scratch")
+    }
     pre, scr = reached["pretrained"].seconds, reached["scratch"].seconds
     return {
         "significance": {
@@ -228,6 +238,7 @@ def pair_evidence(
         "time_to_accuracy": {
             "target_val_accuracy": target,
             "target_fraction_of_best": settings.target_fraction,
+            "chance_val_accuracy": chance,
             **{f"{arm}_{key}": value for arm, t in reached.items() for key, value in asdict(t).items()},
             # > 1: fine-tuning got there faster; None when either arm never got there.
             "pretrained_speedup": scr / pre if pre and scr else None,

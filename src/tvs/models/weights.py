@@ -25,6 +25,7 @@ import hashlib
 import importlib.metadata
 import logging
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,7 +134,7 @@ def load_file(path: str | Path) -> dict[str, torch.Tensor]:
             raise WeightsError(f"model.weights: {path}: not a readable safetensors file ({err})") from None
     if path.suffix in WEIGHTS_SUFFIXES:
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch_load(path)
         except Exception as err:  # torch raises UnpicklingError/RuntimeError for refused content
             raise WeightsError(
                 f"model.weights: {path}: refused or unreadable with weights_only=True ({why_refused(err)})"
@@ -143,6 +144,17 @@ def load_file(path: str | Path) -> dict[str, torch.Tensor]:
             raise WeightsError(f"model.weights: {path}: not a state dict of tensors")
         return state
     raise WeightsError(f"model.weights: {path}: unsupported file type; use .safetensors, .pt or .pth")
+
+
+def torch_load(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, without torch's warning about old pickle protocols.
+
+    A file saved with ``pickle_protocol=4`` (or torch's legacy format) makes torch warn over two lines
+    before refusing or reading it; the refusal, if any, is ours to word in one line.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def why_refused(err: Exception) -> str:
@@ -188,9 +200,17 @@ class NotInRepo(WeightsError):
 
 def parse_hub(source: str) -> tuple[str, str | None]:
     """``"hf-hub:org/name@rev"`` -> ``("org/name", "rev")``; the revision is optional."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
     repo, _, revision = source.removeprefix(HUB_PREFIX).partition("@")
+    expected = "expected hf-hub:<org>/<name> or hf-hub:<org>/<name>@<revision>"
     if repo.count("/") != 1 or not all(repo.split("/")) or (_ and not revision):
-        raise WeightsError(f"model.weights: {source}: expected hf-hub:<org>/<name> or hf-hub:<org>/<name>@<revision>")
+        raise WeightsError(f"model.weights: {source}: {expected}")
+    try:  # the Hub's own rule for names (`../..` has the shape org/name but is a path, not a repo)
+        validate_repo_id(repo)
+    except HFValidationError as err:
+        raise WeightsError(f"model.weights: {source}: {expected} ({str(err).splitlines()[0]})") from None
     return repo, revision or None
 
 
@@ -298,19 +318,70 @@ def is_local_or_package(source: str) -> bool:
     return source == LITE0_PACKAGE or Path(source).suffix in WEIGHTS_SUFFIXES or source.startswith(HUB_PREFIX)
 
 
-def check_finite(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
-    """``state`` if every floating-point tensor is finite; NaN or infinite weights cannot be fine-tuned."""
+def check_values(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """``state`` if its values can be a network's: real numbers, all finite, no negative BatchNorm variance.
+
+    Each of these passes the shape checks and loads, then trains into NaN: a complex tensor is cast
+    to its real part (a NaN inside it included), and a negative ``running_var`` makes BatchNorm take
+    the square root of a negative number in evaluation.
+    """
+    complex_ = [k for k, v in state.items() if v.is_complex()]
+    if complex_:
+        raise WeightsError(
+            f"model.weights: {source}: {len(complex_)} tensor(s) hold complex numbers (first: {complex_[0]}, "
+            f"{state[complex_[0]].dtype}); network weights are real: use an intact copy"
+        )
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         raise WeightsError(
             f"model.weights: {source}: {len(bad)} tensor(s) hold NaN or infinite values (first: {bad[0]}); "
             "these weights cannot be trained from: use an intact copy"
         )
+    negative = [k for k, v in state.items() if k.endswith("running_var") and bool((v < 0).any())]
+    if negative:
+        raise WeightsError(
+            f"model.weights: {source}: {len(negative)} BatchNorm running variance(s) hold negative values "
+            f"(first: {negative[0]}); a variance cannot be negative: use an intact copy"
+        )
     return state
 
 
+@torch.no_grad()
+def check_forward(model: nn.Module, image_size: int, source: str) -> None:
+    """Refuse weights that give NaN or infinite outputs on a probe batch, in evaluation mode as ``evaluate`` runs.
+
+    Finite weights can still overflow (a weight of 1e30) or divide by zero; the error names the
+    first layer whose output is not finite. The probe uses its own generator, so the seeded
+    random streams of training are untouched.
+    """
+    first: list[str] = []
+
+    def watch(name: str):
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            if not first and isinstance(output, torch.Tensor) and not bool(torch.isfinite(output).all()):
+                first.append(name)
+
+        return hook
+
+    handles = [module.register_forward_hook(watch(name)) for name, module in model.named_modules() if name]
+    training = model.training
+    probe = torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    try:
+        output = model.eval()(probe)
+    finally:
+        model.train(training)
+        for handle in handles:
+            handle.remove()
+    if not bool(torch.isfinite(output).all()):
+        where = f"first from layer {first[0]}, tensors {first[0]}.*" if first else "in the model's output"
+        raise WeightsError(
+            f"model.weights: {source}: a forward pass on a probe batch gives NaN or infinite values ({where}); "
+            "these weights cannot be trained from: use an intact copy"
+        )
+
+
 def load_pretrained(arch: str, source: str) -> Pretrained:
-    """The weights named by ``model.weights`` in ``arch``'s key layout (ImageNet head included), all finite.
+    """The weights named by ``model.weights`` in ``arch``'s key layout (ImageNet head included), values checked.
 
     Args:
         arch: ``model.arch``.
@@ -322,7 +393,7 @@ def load_pretrained(arch: str, source: str) -> Pretrained:
             raise WeightsError(f"model.weights: {source} only fits model.arch tf_efficientnet_lite0, not {arch}")
         imagenet_model = build_model(arch, num_classes=1000)  # the layout and shapes to convert into
         path = lite0_package_file()
-        package = torch.load(path, map_location="cpu", weights_only=True)
+        package = torch_load(path)
         version = importlib.metadata.version(LITE0_PACKAGE)
         pretrained = Pretrained(
             convert_lite0(package, imagenet_model.state_dict()),
@@ -342,7 +413,7 @@ def load_pretrained(arch: str, source: str) -> Pretrained:
         )
     else:
         pretrained = load_torchvision(spec, source)
-    check_finite(pretrained.state, source)
+    check_values(pretrained.state, source)
     return pretrained
 
 
@@ -376,6 +447,48 @@ def transfer_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], arch
     return kept
 
 
+def check_weights_fit(model: ModelConfig) -> None:
+    """Refuse ``model.weights`` that cannot fit ``model.arch``, from names and shapes, before any training.
+
+    The training stage calls it first in both arms, so that a wrong pair stops the scratch arm too
+    rather than after its training. No tensor data is read: a ``.safetensors`` file's header gives
+    names and shapes, checked by :func:`transfer_weights` on the arch built on the meta device; the
+    Hub's ``config.json`` names its architecture; torchvision's weights enum and the Lite0 package
+    are checked by name. A ``.pt``/``.pth``/``.bin`` file is read whole (its shapes are in the pickle).
+    The errors are worded as loading words them; a file that does not fit is also named.
+    """
+    from safetensors import safe_open
+
+    spec, source = arch_spec(model.arch), model.weights
+    if source == LITE0_PACKAGE:
+        if spec.name != "tf_efficientnet_lite0":
+            raise WeightsError(f"model.weights: {source} only fits model.arch tf_efficientnet_lite0, not {model.arch}")
+    elif source.startswith(HUB_PREFIX):
+        if spec.library != "timm":
+            raise WeightsError(f"model.weights: {source}: Hub weights load through timm; use a timm:<name> arch")
+        arch = hub_config(source)["architecture"]
+        if arch.split(".")[0] != spec.name.split(".")[0]:
+            raise WeightsError(
+                f"model.weights: {source} holds a {arch}, not a {spec.name}; set model.arch: timm:{arch}"
+            )
+    elif Path(source).suffix not in WEIGHTS_SUFFIXES:
+        torchvision_weights(spec, source)
+    else:
+        try:
+            with safe_open(source, framework="pt") as file:
+                state = {k: torch.empty(file.get_slice(k).get_shape(), device="meta") for k in file.keys()}  # noqa: SIM118 (not iterable)
+        except Exception:  # not safetensors, damaged or missing: load_file reads it or words the error
+            state = {k: v.to("meta") for k, v in load_file(source).items()}
+        with torch.device("meta"):  # shapes only: no memory, no initialisation
+            network = build_model(model.arch, num_classes=2)  # the head is not compared
+        try:
+            transfer_weights(network, state, model.arch)
+        except WeightsError as err:
+            raise WeightsError(
+                f"model.weights: {source}: {err}; use weights of {model.arch}, or set model.arch to theirs"
+            ) from None
+
+
 @dataclass
 class Initial:
     """An arm's initial network, the normalisation both arms share, and the pretrained weights' source."""
@@ -397,6 +510,7 @@ def init_model(params: Params, arm: ArmConfig, num_classes: int) -> Initial:
     if arm.init == "pretrained":
         pretrained = load_pretrained(params.model.arch, params.model.weights)
         reset = transfer_weights(model, pretrained.state, params.model.arch)
+        check_forward(model, params.data.image_size, params.model.weights)
         source = pretrained.source
         log.info("loaded %s weights into %s; fresh head: %s", params.model.weights, params.model.arch, reset or "none")
         if source["kind"] == "hf-hub" and source["revision"] == "main":

@@ -31,5 +31,5 @@ class StudyParams:
 def load_study_params(path: str | Path) -> StudyParams:
     """Read and check the study's params; an error names the file and the key."""
     study = load_config(StudyParams, path)
-    # Values stay as written: dvc.yaml names the cells' folders after them (`1` and `1.0` differ).
+    # Values stay as read (as DVC reads them): dvc.yaml names cells' folders after str(value) (`1`, `1.0` differ).
     return StudyParams(sorted(study.fractions), list(study.seeds), study.min_steps, study.report)

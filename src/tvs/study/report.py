@@ -20,7 +20,7 @@ from tvs.config import ARMS
 from tvs.data.prepared import load_prepared
 from tvs.data.split import training_sizes
 from tvs.evaluate.stats import EvidenceSettings
-from tvs.io import atomic_path, write_json, write_text
+from tvs.io import write_csv, write_json, write_text
 from tvs.study.params import StudyParams
 from tvs.study.summary import Cell, SizeSummary, break_even, read_cells, split_baseline, summarise_size
 from tvs.verdict.plots import COLOURS, LABELS, draw_baseline, save_figure
@@ -30,6 +30,7 @@ from tvs.verdict.rules import (
     Baseline,
     baseline_text,
     ci_pp,
+    class_name,
     decide,
     epochs_text,
     estimate_text,
@@ -166,7 +167,7 @@ def study_verdict(
          acc(large, "scratch"), diff(large)),
         (f"Performance on small data ({small.images_per_class:,.0f} images per class)", acc(small, "pretrained"),
          acc(small, "scratch"), diff(small)),
-        ("Majority-class baseline (test)", f"{pct(baseline.accuracy)}: always `{baseline.majority_class}`",
+        ("Majority-class baseline (test)", f"{pct(baseline.accuracy)}: always {class_name(baseline.majority_class)}",
          "the same", f"above it: {above(large)} ({large.images_per_class:,.0f} per class); {above(small)} "
          f"({small.images_per_class:,.0f} per class)"),
         (f"Balanced accuracy (test, {large.images_per_class:,.0f} images per class)",
@@ -275,10 +276,8 @@ def write_study_report(
     baseline = split_baseline(results, cells)
     per_cell = cell_table(cells, manifests)  # before anything is written: a bad cell leaves no half report
     plot_data_efficiency(sizes, break_even(sizes), plot_path, settings.confidence, baseline.accuracy)
-    with atomic_path(table_path) as tmp:
-        curve_table(sizes, baseline).to_csv(tmp, index=False)
-    with atomic_path(cells_path) as tmp:
-        per_cell.to_csv(tmp, index=False)
+    write_csv(curve_table(sizes, baseline), table_path)
+    write_csv(per_cell, cells_path)
     summary = study_summary(sizes, settings, baseline)
     write_json(summary_path, summary)
     link = Path(os.path.relpath(plot_path, Path(verdict_path).parent)).as_posix()

@@ -21,7 +21,7 @@ from sklearn.metrics import log_loss
 from torch import nn
 from tqdm import tqdm
 
-from tvs.compute.batches import images_on_device, iterate_batches, predict_proba, to_model_input
+from tvs.compute.batches import batch_bounds, images_on_device, iterate_batches, predict_proba, to_model_input
 from tvs.compute.runtime import Runtime, wrap_model
 from tvs.config import Params, TrainConfig
 from tvs.data.prepared import PreparedData
@@ -180,7 +180,8 @@ def fit(
         return to_model_input(x, mean, std, runtime)
 
     lr = params.lr * arm.lr_mult
-    steps_per_epoch = math.ceil(len(runtime.shard(torch.arange(len(train_rows)))) / cfg.batch_size)
+    shard_size = len(runtime.shard(torch.arange(len(train_rows))))  # this rank's images per epoch
+    steps_per_epoch = len(batch_bounds(shard_size, cfg.batch_size, fold_single=True))
     optimizer, scheduler = make_optimizer(model, lr, cfg, steps_per_epoch)
     start_epoch = books.start(model, optimizer, scheduler, generator)
     log.info(
@@ -193,7 +194,7 @@ def fit(
         set_backbone_trainable(model, trainable=epoch > arm.freeze_epochs)
         lr_now = optimizer.param_groups[0]["lr"]
         order = runtime.shard(torch.randperm(len(train_rows), generator=generator))
-        batches = iterate_batches(images, train_rows[order], train_y[order], cfg.batch_size, runtime)
+        batches = iterate_batches(images, train_rows[order], train_y[order], cfg.batch_size, runtime, fold_single=True)
         bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch}", unit="batch", leave=False, disable=quiet)
         try:
             stats = train_one_epoch(net, bar, optimizer, scheduler, train_input, runtime, cfg.label_smoothing, epoch)

@@ -91,7 +91,12 @@ def save_state(spec: ResumeSpec, state: dict[str, Any]) -> None:
 
 
 def load_state(spec: ResumeSpec) -> dict[str, Any] | None:
-    """The saved state if there is one for this fingerprint, else ``None`` (with a log line why)."""
+    """The saved state if there is one for this fingerprint, else ``None`` (with a log line why).
+
+    A state this run cannot use (other params, data or code; unreadable) is deleted at once,
+    not left until this run's first epoch replaces it: interrupted again before then, the
+    workspace would keep a file (tens of MB) that no run can use.
+    """
     removed = remove_stale_temps(spec.folder)  # left by a kill in the middle of a write
     path = spec.folder / STATE
     if not path.is_file():
@@ -100,9 +105,11 @@ def load_state(spec: ResumeSpec) -> dict[str, Any] | None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or tampered file: start afresh rather than trust it
         log.warning("%s: unreadable (%s); starting from epoch 1", path, why_refused(err))
+        clear_state(spec)
         return None
     if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("fingerprint") != spec.fingerprint:
         log.warning("%s: saved for other params, data or code; starting from epoch 1", path)
+        clear_state(spec)
         return None
     if removed:
         log.info("%s: removed %d temporary file(s) left by an interrupted write", spec.folder, len(removed))

@@ -9,12 +9,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+from tvs.compute.batches import batch_bounds
 from tvs.compute.runtime import make_runtime, per_process_batch, seed_everything
 from tvs.config import Params, TrainConfig, to_dict
 from tvs.data.prepared import MANIFEST, PreparedData, load_prepared
 from tvs.data.split import training_subset
-from tvs.models.archs import arch_spec
-from tvs.models.weights import Initial, init_model, normalisation
+from tvs.models.weights import Initial, check_weights_fit, init_model, normalisation
 from tvs.train.bookkeeping import Bookkeeping, FitResult
 from tvs.train.loop import check_batch_size, fit
 from tvs.train.resume import ResumeSpec, default_resume_dir, fingerprint
@@ -28,7 +28,7 @@ def step_budget(train: TrainConfig, train_images: int, min_steps: int) -> TrainC
     The data-efficiency study sets a floor: without it, 5% of the data for 8 epochs would be a
     handful of steps, and "less data" would be confounded with "less training".
     """
-    steps_per_epoch = math.ceil(train_images / train.batch_size)
+    steps_per_epoch = len(batch_bounds(train_images, train.batch_size, fold_single=True))
     epochs = max(train.epochs, math.ceil(min_steps / steps_per_epoch)) if min_steps > 0 else train.epochs
     return dataclasses.replace(train, epochs=epochs)
 
@@ -72,7 +72,11 @@ def train_arm(
     params, data and code. As one of N ranks (torchrun), each step takes ``train.batch_size / N``
     images here, so that a step of all ranks is one step over ``train.batch_size`` images.
     """
-    arch_spec(params.model.arch)  # an unknown arch stops here, before anything is written
+    # An unknown arch, or weights that cannot fit it, stop both arms here, before the data are read or
+    # anything is written: the scratch arm of a pair whose pretrained arm cannot start trains for nothing.
+    # Only names and shapes are read (the file is no dependency of train_scratch: a new one that
+    # fits changes nothing it computes).
+    check_weights_fit(params.model)
     data = training_subset(load_prepared(data_dir), params.data.train_fraction, params.seed)
     train_images = len(data.split("train")[0])
     check_batch_size(params.train.batch_size, train_images)  # before any work starts

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from tvs.config import check, load_config
 from tvs.evaluate.stats import EvidenceSettings
 
@@ -27,10 +25,8 @@ class TuneParams:
         check(len(self.lrs) > 0, "lrs", "must be a non-empty list")
         check(all(lr > 0 for lr in self.lrs), "lrs", f"each must be > 0, got {self.lrs}")
         check(len(set(self.lrs)) == len(self.lrs), "lrs", f"must not repeat, got {self.lrs}")
-        for i, lr in enumerate(self.lrs):  # DVC writes str(lr) into the command, which reads it back as YAML
-            check(type(yaml.safe_load(str(lr))) in (int, float), f"lrs[{i}]",
-                  f"{lr} reaches the training stage as {str(lr)!r}, which YAML reads as text; "
-                  "use a rate of at least 0.0001")  # fmt: skip
+        # No floor on small rates: DVC writes str(lr) into the command (`--set lr=5e-05`), and the
+        # stage reads it back as DVC reads YAML (tvs.config.parse_yaml, YAML 1.2), as the number 5e-05.
         check(self.epochs >= 1, "epochs", f"must be an integer >= 1, got {self.epochs}")
         check(all(e >= 1 for e in self.scratch_epochs), "scratch_epochs", f"must be >= 1, got {self.scratch_epochs}")
         check(
@@ -51,7 +47,8 @@ class TuneParams:
 def load_tune_params(path: str | Path) -> TuneParams:
     """Read and check the tuning pipeline's params; an error names the file and the key."""
     tune = load_config(TuneParams, path)
-    # Values stay as written: dvc.yaml names the cells' folders after them (`0.001` and `1e-3` differ).
+    # Values stay as read: dvc.yaml names the cells' folders after str(value) (`1` and `1.0` differ; `1e-3`
+    # is read as 0.001 by DVC and here alike, so its folder is `...-0.001`).
     return TuneParams(
         list(tune.lrs), tune.epochs, sorted(tune.scratch_epochs), tune.search_repeat, list(tune.repeats),
         tune.image_size, tune.report,

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from tvs.config import ARMS
 from tvs.errors import DataError
 from tvs.evaluate.stats import Estimate, mean_ci
-from tvs.io import atomic_path, read_json, write_json, write_text
+from tvs.io import read_json, write_csv, write_json, write_text
 from tvs.tune.params import TuneParams
 from tvs.tune.runs import Trial, final_model, read_trial, search, selection
 from tvs.verdict.plots import COLOURS, LABELS, draw_baseline, save_figure
@@ -417,8 +417,7 @@ def write_tune_report(
     tuned = collect(tune, root, untuned_lr)
     table = compute_table(tuned)
     plot_compute(table, tuned.majority_accuracy, plot_path)
-    with atomic_path(table_path) as tmp:
-        table.to_csv(tmp, index=False)
+    write_csv(table, table_path)
     summary = tune_summary(tuned, tune)
     write_json(summary_path, summary)
     link = Path(os.path.relpath(plot_path, Path(verdict_path).parent)).as_posix()

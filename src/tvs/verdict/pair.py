@@ -21,8 +21,10 @@ from tvs.verdict.rules import (
     accuracy_text,
     baseline_text,
     ci_pp,
+    class_name,
     decide,
     epochs_text,
+    fine_pct,
     half_width,
     markdown_table,
     p_text,
@@ -47,10 +49,11 @@ def pair_recommendation(comparison: Mapping[str, Any], settings: EvidenceSetting
     arms = ("pretrained", "scratch")
     seconds = {arm: tta[f"{arm}_seconds"] for arm in arms}
     epochs = {arm: tta[f"{arm}_epochs_trained"] for arm in arms}
+    chance = tta.get("chance_val_accuracy")  # absent from comparison files of earlier versions
     ci = ci_pp(sig["accuracy_diff_ci_low"], sig["accuracy_diff_ci_high"], sig["confidence"])
     mcnemar = f"McNemar {p_text(sig['mcnemar_p'])}"
     if decision == INCONCLUSIVE:
-        speed = speed_clause(seconds, epochs, tta["target_val_accuracy"])
+        speed = speed_clause(seconds, epochs, tta["target_val_accuracy"], chance=chance)
         line = (
             f"**Inconclusive**: the test accuracy difference, {pp(sig['accuracy_diff'])} for fine-tuning ({ci}, "
             f"{mcnemar}), could be noise on these {sig['test_images']} test images; {speed}. "
@@ -61,7 +64,7 @@ def pair_recommendation(comparison: Mapping[str, Any], settings: EvidenceSetting
     low, high = sig["accuracy_diff_ci_low"], sig["accuracy_diff_ci_high"]
     if decision == "scratch":
         ci = ci_pp(-high, -low, sig["confidence"])
-    speed = speed_clause(seconds, epochs, tta["target_val_accuracy"], subject=decision)
+    speed = speed_clause(seconds, epochs, tta["target_val_accuracy"], decision, chance)
     return decision, f"**{ARM_ACTION[decision]}**: {pp(diff)} test accuracy ({ci}, {mcnemar}); {speed}."
 
 
@@ -77,8 +80,14 @@ def baseline_paragraph(metrics: Mapping[str, Mapping[str, Any]], comparison: Map
     widths = " and ".join(
         f"{half_width(m['accuracy_ci_low'], m['accuracy_ci_high'])} ({arm})" for arm, m in metrics.items()
     )
+    floor_text = baseline_text(
+        comparison["majority_class"],
+        floor,
+        comparison["majority_balanced_accuracy"],
+        bool(comparison.get("majority_tied")),
+    )
     text = (
-        f"Baseline: {baseline_text(comparison['majority_class'], floor, comparison['majority_balanced_accuracy'])}; "
+        f"Baseline: {floor_text}; "
         f"every accuracy here is read against that. One run's accuracy on these {test_images} test images is "
         f"known to {widths}: the Wilson intervals in the table."
     )
@@ -95,8 +104,12 @@ def baseline_row(metrics: Mapping[str, Mapping[str, Any]], comparison: Mapping[s
     floor = comparison["majority_accuracy"]
     margins = ", ".join(f"{arm} {pp(m['accuracy'] - floor)}" for arm, m in metrics.items())
     same = ["the same"] * (len(metrics) - 1)
-    return ("Majority-class baseline (test)", f"{pct(floor)}: always `{comparison['majority_class']}`", *same,
-            f"above it: {margins}")  # fmt: skip
+    always = (
+        "1/k: the classes are tied"
+        if comparison.get("majority_tied")
+        else f"always {class_name(comparison['majority_class'])}"
+    )
+    return ("Majority-class baseline (test)", f"{pct(floor)}: {always}", *same, f"above it: {margins}")
 
 
 def pair_verdict(
@@ -138,7 +151,7 @@ def pair_verdict(
          f"{pct(comparison['majority_balanced_accuracy'])}"),
         ("Training time (whole budget)", f"{seconds_text(pre['train_seconds'])}, best epoch {pre['best_epoch']}",
          f"{seconds_text(scr['train_seconds'])}, best epoch {scr['best_epoch']}", "same epochs, same data order"),
-        (f"Time to {pct(target)} val accuracy ({tta['target_fraction_of_best']:.0%} of the best)",
+        (f"Time to {fine_pct(target)} val accuracy ({tta['target_fraction_of_best']:.0%} of the best)",
          reached("pretrained"), reached("scratch"), speed),
         ("Data requirement", f"{train_images:,} training images ({train_images / classes:,.0f} per class)",
          "the same", "how few suffice: the study (`study/`)"),
@@ -186,6 +199,8 @@ def _outcome(metrics: Mapping[str, Any]) -> str:
     if not metrics.get("diverged"):
         return f"finished, best epoch {metrics['best_epoch']}"
     kept = f"epoch {metrics['best_epoch']}'s weights" if metrics["best_epoch"] else "its initial weights"
+    if not metrics["diverged_epoch"]:  # training finished, but evaluate got NaN or infinite outputs from it
+        return f"broken: no finite prediction for {metrics.get('nonfinite_outputs')} test images; scored with {kept}"
     return f"diverged in epoch {metrics['diverged_epoch']}; scored with {kept}"
 
 

@@ -14,7 +14,9 @@ from typing import Any
 
 from tvs.errors import DataError
 from tvs.evaluate.stats import Estimate
+from tvs.markup import md_text, truncate
 
+NAME_LIMIT = 60  # characters of a class name in a report
 ARM_ACTION = {"pretrained": "Fine-tune", "scratch": "Train from scratch"}
 INCONCLUSIVE = "inconclusive"
 
@@ -23,6 +25,11 @@ INCONCLUSIVE = "inconclusive"
 
 def pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def fine_pct(x: float) -> str:
+    """``pct``, but two significant digits below 0.1% (1 in 2,000 classes is 0.05%, not 0.0%)."""
+    return f"{100 * x:.2g}%" if 0 < x < 0.001 else pct(x)
 
 
 def pp(x: float) -> str:
@@ -50,11 +57,24 @@ def half_width(low: float, high: float) -> str:
     return f"±{50 * (high - low):.1f} pp"
 
 
-def baseline_text(majority_class: str, accuracy: float, balanced_accuracy: float) -> str:
-    """What predicting the majority class for every test image scores: the floor of every accuracy."""
+def class_name(name: str) -> str:
+    """A class name from the user's folders, as Markdown text in quotes: never a code span (a backtick in
+    the name would close it), never markup, a mention or a line break."""
+    return f"“{md_text(truncate(str(name), NAME_LIMIT))}”"
+
+
+def baseline_text(majority_class: str, accuracy: float, balanced_accuracy: float, tied: bool = False) -> str:
+    """What predicting the majority class for every test image scores: the floor of every accuracy.
+
+    ``tied``: the test classes have equal counts, so there is no majority class; the floor is 1/k."""
+    if tied:
+        return (
+            f"the test split's classes are tied, so there is no majority class: always answering any one class "
+            f"scores {pct(accuracy)} (1/k) accuracy and {pct(balanced_accuracy)} balanced accuracy"
+        )
     return (
-        f"predicting the majority class (`{majority_class}`) for every test image scores {pct(accuracy)} "
-        f"accuracy and {pct(balanced_accuracy)} balanced accuracy"
+        f"predicting the majority class ({class_name(majority_class)}) for every test image scores "
+        f"{pct(accuracy)} accuracy and {pct(balanced_accuracy)} balanced accuracy"
     )
 
 
@@ -113,10 +133,20 @@ def decide(low: float | None, high: float | None, p_value: float | None = None, 
 
 
 def speed_clause(
-    seconds: Mapping[str, float | None], epochs: Mapping[str, int], target: float, subject: str | None = None
+    seconds: Mapping[str, float | None],
+    epochs: Mapping[str, int],
+    target: float,
+    subject: str | None = None,
+    chance: float | None = None,
 ) -> str:
-    """How much faster ``subject`` (default: whichever was faster) reached the target val accuracy."""
-    to = f"{pct(target)} validation accuracy"
+    """How much faster ``subject`` (default: whichever was faster) reached the target val accuracy.
+
+    A target at or below ``chance`` (a uniform guess's accuracy) times nothing: guessing meets it.
+    """
+    to = f"{fine_pct(target)} validation accuracy"
+    if chance and target <= chance:
+        guess = f"{fine_pct(chance)}, a uniform guess among {round(1 / chance):,} classes"
+        return f"no speed to compare: the target, {to}, is not above chance ({guess})"
     reached = [arm for arm in seconds if seconds[arm] is not None]
     if not reached:
         return f"neither arm reached {to} in {epochs_text(max(epochs.values()))}"
