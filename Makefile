@@ -33,8 +33,8 @@ data/raw: | $(STAMP)
 data: data/raw
 
 repro: $(STAMP) $(PLOTS_PAGE)
-	$(BIN)/dvc repro
-	$(BIN)/python -m tvs.answer
+	$(BIN)/dvc repro dvc.yaml
+	$(BIN)/python -m tvs.page
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks

@@ -19,6 +19,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from tvs.config import load_params
+from tvs.page import PAGE_MD
 
 from .conftest import ENV, PROJECT, run_ok
 
@@ -230,20 +231,9 @@ def test_the_test_job_runs_the_ci_script():
     assert os.access(PROJECT / ".ci" / "run", os.X_OK)
 
 
-def declared_outputs(dvc_yaml: Path) -> set[str]:
-    """The output paths of ``dvc_yaml``'s stages, relative to the project root."""
-    prefix = "" if dvc_yaml.parent == PROJECT else dvc_yaml.parent.relative_to(PROJECT).as_posix() + "/"
-    found = set()
-    for stage in yaml.safe_load(dvc_yaml.read_text())["stages"].values():
-        for entry in (e for key in ("outs", "metrics", "plots") for e in stage.get(key, [])):
-            found.add(prefix + (next(iter(entry)) if isinstance(entry, dict) else entry))
-    return found
-
-
 # The files `dvc metrics diff` and the comment read; a copy of them is the base branch of a clone.
 COMMENT_FILES = [".dvc/config", "dvc.yaml", "params.yaml", "study/dvc.yaml", "study/params.yaml", "metrics",
-                 "study/metrics", "reports/verdict.md", "study/reports/verdict.md", "tune/dvc.yaml",
-                 "tune/params.yaml", "tune/metrics", "tune/reports/verdict.md", "src/tvs/__init__.py",
+                 "reports/answer.md", "tune/dvc.yaml", "tune/params.yaml", "src/tvs/__init__.py",
                  "src/tvs/pr.py", "src/tvs/markup.py"]  # fmt: skip
 
 
@@ -293,14 +283,12 @@ def test_the_comment_step_runs_here_and_leads_with_the_metrics_that_decide_the_v
     assert cells[3] == f"{100 * (0.5 - accuracy):+.1f} pp"
     assert f"| metrics/scratch.json | train_seconds | {seconds:.5g} | 1 | {1 - seconds:.5g} |" in table  # folded
     assert table.index("Balanced accuracy, scratch") < table.index("<details>") < table.index("train_seconds")
-    for verdict in ("reports", "study/reports", "tune/reports"):
-        assert f"](https://github.com/o/r/raw/abc/{verdict}/" in comment  # its plots, from this commit
+    assert "](https://github.com/o/r/raw/abc/reports/val_accuracy.png)" in comment  # its plot, from this commit
+    assert "Governed by rung" in comment  # the one answer, not three verdicts
 
     args = shell_words(step, "python -m tvs.pr", env)
     verdicts = {args[i + 1] for i, arg in enumerate(args) if arg == "--verdict"}
-    pipelines = (PROJECT / "dvc.yaml", PROJECT / "study" / "dvc.yaml", PROJECT / "tune" / "dvc.yaml")
-    assert verdicts == {"reports/verdict.md", "study/reports/verdict.md", "tune/reports/verdict.md"}
-    assert verdicts <= set().union(*map(declared_outputs, pipelines))
+    assert verdicts == {PAGE_MD}  # what `python -m tvs.page` writes (make repro's last step)
     post = workflow_step("comment", "gh pr comment")
     body = shell_words(post, "gh pr comment", {**env, **{k: "1" for k in post["env"]}})
     assert body[body.index("--body-file") + 1] == args[args.index("--out") + 1]  # it posts what tvs.pr wrote

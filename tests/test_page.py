@@ -1,0 +1,250 @@
+"""The one page (tvs.page) and its rule (tvs.ladder, tvs.evidence), on fabricated evidence.
+
+Each case of the verdict-page issue: 2 repeats (too few for an interval), scratch at the baseline
+(no break-even), a wide CI that includes zero ("cannot tell"), a difference inside the margin
+(equivalent), evidence left stale by a data or params change, tied class counts (1/k, no class
+named), and text from the user's files that must stay text in Markdown and HTML.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import unicodedata
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tvs.evidence import Record, current_record, differences, record_from_lock, set_overrides
+from tvs.ladder import (
+    CANNOT_TELL,
+    EQUIVALENT,
+    PRETRAINED,
+    Pair,
+    Repeats,
+    baseline_from_counts,
+    break_even,
+    catch_up,
+    decide_ladder,
+    judge,
+    pair_rung,
+    repeats_rung,
+)
+from tvs.page import to_html, to_markdown, write_page
+
+from .conftest import PROJECT
+
+MARGIN = 0.02
+
+
+def test_the_rule_says_equivalent_only_when_the_ci_lies_inside_the_margin():
+    assert judge(0.01, 0.05, MARGIN) == PRETRAINED
+    assert judge(-0.01, 0.015, MARGIN) == EQUIVALENT
+    assert judge(-0.01, 0.08, MARGIN) == CANNOT_TELL  # includes zero, but wider than the margin
+    assert judge(0.01, 0.05, MARGIN, significant=False) == CANNOT_TELL  # McNemar disagrees
+
+
+def test_two_repeats_give_no_interval_and_do_not_govern():
+    rung = repeats_rung("b", "(b)", Repeats((0.9, 0.5), (0.4, 0.6)), 0.95, MARGIN, "more seeds")
+    assert rung.status == "too few repeats" and rung.decision is None
+    assert "2 repeats: too few to estimate the spread" in rung.result and "CI" not in rung.result
+    pair = pair_rung(Pair(0.8, 0.7, 0.05, 0.15, 0.001, 500, 0.95), 0.05, MARGIN, "make repro")
+    answer = decide_ladder([rung, pair], MARGIN, None)
+    assert answer.governing == "c" and answer.decision == PRETRAINED
+    assert any("too few repeats" in note for note in answer.notes)
+
+
+def test_a_wide_ci_that_includes_zero_is_cannot_tell_not_catching_up():
+    wide = Repeats((0.60, 0.80, 0.55), (0.70, 0.62, 0.60))
+    rung = repeats_rung("a", "(a)", wide, 0.95, MARGIN, "")
+    assert rung.decision == CANNOT_TELL
+    assert decide_ladder([rung], MARGIN, None).headline.startswith("Cannot tell.")
+    text = catch_up({16: wide}, 0.95, MARGIN, 8)
+    assert "cannot tell" in text and "catches up" not in text
+
+
+def test_a_difference_inside_the_margin_is_equivalent_and_says_the_margin():
+    close = Repeats((0.801, 0.812, 0.805, 0.809), (0.800, 0.808, 0.806, 0.807))
+    answer = decide_ladder([repeats_rung("b", "(b)", close, 0.95, MARGIN, "")], MARGIN, None)
+    assert answer.decision == EQUIVALENT and "equivalent within ±2.0 pp" in answer.headline
+    assert "scratch catches up (within ±2.0 pp)" in catch_up({16: close}, 0.95, MARGIN, 8)
+
+
+def test_no_break_even_while_scratch_sits_at_the_baseline():
+    at_chance = Repeats((0.26, 0.24, 0.25), (0.25, 0.25, 0.25))  # both at chance: "equal" means both failed
+    text = break_even({20.0: at_chance}, 0.25, 0.95, MARGIN)
+    assert "Break-even" not in text and "20: at the baseline" in text
+    learnt = Repeats((0.900, 0.910, 0.905), (0.899, 0.909, 0.906))
+    assert break_even({20.0: at_chance, 80.0: learnt}, 0.25, 0.95, MARGIN).startswith("Break-even at 80 images")
+    assert "too few to estimate" in break_even({20.0: Repeats((0.9, 0.8), (0.3, 0.2))}, 0.25, 0.95, MARGIN)
+
+
+def test_tied_class_counts_make_the_baseline_one_over_k_with_no_class_named():
+    tied = baseline_from_counts({"one": 10, "two": 10, "three": 10, "four": 10})
+    assert tied.accuracy == pytest.approx(0.25) and tied.tied and "1/4" in tied.describe()
+    assert "one" not in tied.describe()
+    majority = baseline_from_counts({"ok": 30, "bad": 10})
+    assert majority.accuracy == 0.75 and "“ok”" in majority.describe()
+
+
+LOCK = {
+    "stages": {
+        "prepare@1": {"deps": [{"path": "../data/raw", "md5": "abc.dir"}]},
+        "train_pretrained@0.5-1": {
+            "cmd": "python t.py --set data.train_fraction=0.5 --set seed=1 --set data.image_size=64",
+            "params": {"../params.yaml": {"lr": 0.001, "data": {"image_size": 128}, "train": {"epochs": 8}}},
+        },
+        "train_scratch@0.5-1": {
+            "cmd": "python t.py --set data.train_fraction=0.5 --set seed=1 --set data.image_size=64",
+            "params": {"../params.yaml": {"lr": 0.001, "data": {"image_size": 128}, "train": {"epochs": 8}}},
+        },
+    }
+}
+
+
+def test_a_record_is_what_the_lock_ran_with_and_differences_name_each_key():
+    record = record_from_lock(LOCK, "study/dvc.lock")
+    assert record == Record("abc.dir", {"lr": 0.001, "data.image_size": 64, "train.epochs": 8})
+    assert set_overrides("x --set a.b=1e-3 --set c=x") == {"a.b": 0.001, "c": "x"}  # as the stage reads it
+    now = current_record({"lr": 0.001, "data": {"image_size": 128}, "train": {"epochs": 8}}, [LOCKED_DATA])
+    assert differences(record, now) == ["data.image_size 64 (params.yaml: 128)"]
+    other = current_record({"lr": 0.001, "data": {"image_size": 64}, "train": {"epochs": 8}}, [OWN_DATA])
+    assert differences(record, other) == ["other data"]
+    assert (
+        differences(record, Record("abc.dir", {**record.config, "train.new_key": 1}), defaults={"train.new_key": 1})
+        == []
+    )
+
+
+LOCKED_DATA = {"stages": {"elpv": {"outs": [{"path": "raw", "md5": "abc.dir"}]}}}
+OWN_DATA = {"outs": [{"path": "raw", "md5": "mine.dir"}]}
+
+
+# --- the page, end to end on a fabricated project -------------------------------------------------
+
+
+def fabricated_project(root: Path, classes: dict[str, int], seeds: int = 3) -> Path:
+    """A project folder with the main pair's results, a study's cells and a record, all made up."""
+    shutil.copy(PROJECT / "params.yaml", root / "params.yaml")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    (root / "data").mkdir()
+    (root / "data" / "raw.dvc").write_text(yaml.safe_dump({"outs": [{"path": "raw", "md5": "mine.dir"}]}))
+    train = {k: params[k] for k in ("lr", "data", "train", "model", "pretrained", "scratch")}
+    lock = {
+        "stages": {
+            "prepare": {"deps": [{"path": "data/raw", "md5": "mine.dir"}]},
+            "train_pretrained": {"cmd": "python", "params": {"params.yaml": train}},
+            "train_scratch": {"cmd": "python", "params": {"params.yaml": train}},
+        }
+    }
+    (root / "dvc.lock").write_text(yaml.safe_dump(lock))
+    (root / "metrics").mkdir()
+    sig = {"accuracy_diff_ci_low": 0.1, "accuracy_diff_ci_high": 0.3, "mcnemar_p": 0.0001, "test_images": 40,
+           "confidence": 0.95}  # fmt: skip
+    (root / "metrics" / "comparison.json").write_text(json.dumps({"significance": sig}))
+    for arm, acc in (("pretrained", 0.7), ("scratch", 0.5)):
+        (root / "metrics" / f"{arm}.json").write_text(json.dumps({"accuracy": acc, "train_seconds": 10.0}))
+        plots = root / "reports" / "plots" / arm
+        plots.mkdir(parents=True)
+        rows = [{"actual": name, "predicted": next(iter(classes))} for name, n in classes.items() for _ in range(n)]
+        (plots / "confusion.json").write_text(json.dumps(rows))
+    (root / "evidence" / "study").mkdir(parents=True)
+    cells = [
+        {"train_fraction": f, "seed": s, "images_per_class": 10 * f, "pretrained_accuracy": 0.6 + 0.01 * s,
+         "scratch_accuracy": 0.25, "majority": 0.25}
+        for f in (0.5, 1.0) for s in range(seeds)
+    ]  # fmt: skip
+    pd.DataFrame(cells).to_csv(root / "evidence" / "study" / "cells.csv", index=False)
+    study = Record("mine.dir", {key: value for key, value in current_record(params, []).config.items()})
+    (root / "evidence" / "study" / "record.json").write_text(json.dumps(study.to_json()))
+    return root
+
+
+def test_the_page_names_the_governing_rung_and_escapes_every_class_name(tmp_path: Path):
+    evil = "k|</details>\n# FAKE `x` <img src=x onerror=alert(1)> @octocat"
+    root = fabricated_project(tmp_path, {evil: 10, "two": 10, "three": 10, "four": 10})
+    answer, _ = write_page(root)
+    assert answer.governing == "b" and answer.decision == PRETRAINED
+    page = (root / "reports" / "answer.md").read_text()
+    assert page.startswith("# Fine-tune or train from scratch?\n\n**Fine-tune.** Governed by rung b")
+    assert "Baseline: 25.0% (1/4: the test split" in page and "classes are tied" in page
+    assert "<img" not in page and "</details>" not in page and "\n# FAKE" not in page and " @octocat" not in page
+    assert "\\`x\\`" in page  # the class's backticks are text, not a code span
+    assert "No break-even shown" in page and "0.5" not in page.split("How much data")[1].split("\n")[0][:20]
+    html = (root / "reports" / "answer.html").read_text()
+    assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "http" not in html.replace("http-equiv", "")  # nothing to fetch: the page is self-contained
+
+
+def test_evidence_on_other_data_is_listed_stale_and_never_governs(tmp_path: Path):
+    root = fabricated_project(tmp_path, {"a": 12, "b": 8})
+    (root / "evidence" / "study" / "record.json").write_text(json.dumps(Record("elpv.dir", {}).to_json()))
+    answer, _ = write_page(root)
+    assert answer.governing == "c"
+    page = (root / "reports" / "answer.md").read_text()
+    assert "stale: other data" in page and "Not current: the study's evidence is stale" in page
+    assert "“a”" in page  # the majority class is named when it is one
+
+
+def test_a_params_change_since_the_run_makes_the_single_pair_stale(tmp_path: Path):
+    root = fabricated_project(tmp_path, {"a": 10, "b": 10})
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["data"]["image_size"] = 64
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    answer, _ = write_page(root)
+    assert answer.governing is None and answer.headline.startswith("No answer yet")
+    rung_c = next(r for r in answer.rungs if r.key == "c")
+    assert rung_c.status == "stale" and "data.image_size 128 (params.yaml: 64)" in rung_c.reasons
+
+
+def test_two_forms_come_from_one_source():
+    blocks = [("h1", "T"), ("p", "**Bold** and `code` and a <b>"), ("table", [("h",), ("c|d",)])]
+    md, html = to_markdown(blocks), to_html(blocks)
+    assert md == "# T\n\n**Bold** and `code` and a &lt;b&gt;\n\n| h |\n|---|\n| c\\|d |\n"
+    assert "<p><b>Bold</b> and <code>code</code> and a &lt;b&gt;</p>" in html and "<td>c|d</td>" in html
+
+
+def test_python_m_tvs_page_writes_both_forms_and_prints_the_headline(tmp_path: Path):
+    root = fabricated_project(tmp_path, {"a": 10, "b": 10})
+    done = subprocess.run([sys.executable, "-m", "tvs.page", "--root", str(root)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Fine-tune. Governed by rung b") and "\nrung a: not run\n" in done.stdout
+    assert (
+        "Single pair: pretrained 70.0%, scratch 50.0%." in done.stdout and max(map(len, done.stdout.splitlines())) <= 99
+    )
+    (root / "metrics" / "comparison.json").write_text("{not json")
+    done = subprocess.run([sys.executable, "-m", "tvs.page", "--root", str(root)], capture_output=True, text=True)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "comparison.json: not valid JSON" in done.stderr
+
+
+def test_control_characters_from_a_class_name_reach_the_terminal_escaped(tmp_path: Path):
+    root = fabricated_project(tmp_path, {"\x1b[2J\x1b[31mdefective\x07\n\u202ereversed" + "x" * 200: 12, "b": 8})
+    done = subprocess.run([sys.executable, "-m", "tvs.page", "--root", str(root)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert [c for c in done.stdout if c != "\n" and unicodedata.category(c) in ("Cc", "Cf")] == []
+    assert "“\\x1b[2J\\x1b[31mdefective\\x07\\n\\u202ereversed" in done.stdout.replace("\n  ", " ")
+    assert max(map(len, done.stdout.splitlines())) <= 99
+
+
+def test_make_repro_runs_the_main_pipeline_only_and_ends_with_the_page():
+    makefile = (PROJECT / "Makefile").read_text()
+    recipe = re.search(r"^repro:.*\n((?:\t.*\n)+)", makefile, re.M)[1].splitlines()
+    assert recipe == ["\t$(BIN)/dvc repro dvc.yaml", "\t$(BIN)/python -m tvs.page"]
+
+
+def test_a_sub_pipeline_that_ran_here_is_kept_as_evidence_with_its_record(tmp_path: Path):
+    root = fabricated_project(tmp_path, {"a": 10, "b": 10})
+    (root / "study" / "reports").mkdir(parents=True)
+    (root / "study" / "reports" / "cells.csv").write_text((root / "evidence/study/cells.csv").read_text())
+    (root / "study" / "dvc.lock").write_text(yaml.safe_dump(LOCK))
+    answer, _ = write_page(root)
+    assert json.loads((root / "evidence/study/record.json").read_text()) == {
+        "data": "abc.dir",
+        "config": {"data.image_size": 64, "lr": 0.001, "train.epochs": 8},
+    }
+    assert next(r for r in answer.rungs if r.key == "b").status == "stale" and answer.governing == "c"
