@@ -42,7 +42,7 @@ lint: $(STAMP)
 
 # Everything but the benchmarks' own checks (`make bench-quick`); `pytest -m "not e2e"` is the quick unit suite.
 test: lint $(PLOTS_PAGE)
-	$(BIN)/python -m pytest -m "not bench" -n 2 --dist loadscope --random-order
+	$(BIN)/python -m pytest -m "not bench" -n 2 --dist loadscope --no-loadscope-reorder --random-order
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks

@@ -37,7 +37,7 @@ from benchmarks.throughput import make_trainer, pipeline_vs_ceiling
 from tvs.config import TrainConfig, load_params
 from tvs.data.prepared import load_prepared
 from tvs.models.archs import build_model
-from tvs.models.weights import convert_lite0
+from tvs.models.lite0 import convert_lite0
 
 COMBOS = [  # (precision, channels_last, compile, cache on device)
     ("fp32", True, False, True), ("bf16", True, False, True), ("fp16", True, False, True),

@@ -268,8 +268,12 @@ def tiny_repo(reproduced: Reproduced, tmp_path: Path) -> Path:
 # then copied by each test) is built once; the run's one `reproduced` repository is shared by both
 # workers through a file lock.
 
-# The modules that take longest, started first so that neither worker is left with one at the end.
-SLOW_FIRST = ("test_tune_e2e.py", "test_distributed.py", "test_fresh_clone.py", "test_study_e2e.py", "test_queue.py")
+# The modules that take longest, started first (longest first) so that neither worker is left with one at
+# the end; `make test` passes --no-loadscope-reorder, else xdist orders modules by their number of tests.
+# The second needs `reproduced`: its worker builds that while the first worker runs the tuning pipeline.
+SLOW_FIRST = ("test_tune_e2e.py", "test_queue.py", "test_distributed.py", "test_fresh_clone.py", "test_study_e2e.py",
+              "test_remote.py", "test_any_model.py", "test_failures.py", "test_sharing.py", "test_readme_commands.py",
+              "test_faults.py", "test_evaluate_params.py", "test_divergence.py", "test_working_copy.py")  # fmt: skip
 
 
 class SlowModulesFirst:

@@ -21,7 +21,8 @@ from tvs.data.prepare import prepare_dataset
 from tvs.data.prepared import load_prepared
 from tvs.errors import ConfigError, WeightsError
 from tvs.models.archs import arch_spec, build_model, classifier_name, set_backbone_trainable
-from tvs.models.weights import init_model, load_pretrained, normalisation, parse_hub
+from tvs.models.sources import parse_hub
+from tvs.models.weights import init_model, load_pretrained, normalisation
 
 from .conftest import ENV, REPRODUCED_PARAMS, dvc, fit_arm, ran_stages, run_ok, write_params
 

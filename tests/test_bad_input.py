@@ -219,9 +219,10 @@ def test_weights_that_do_not_fit_the_arch_stop_the_stage_with_one_line(imagefold
     save_file(build_model("resnet18", 1000).state_dict(), project / "weights" / "resnet.safetensors")
     proc = run_stage(project, train_cmd("pretrained"))
     assert one_line_error(proc) == (
-        "train: error: weights do not fit tf_efficientnet_lite0: 289 missing, 117 unexpected, 4 of the wrong shape; "
-        "first: ['blocks.0.0.bn1.bias', 'blocks.0.0.bn1.num_batches_tracked', 'blocks.0.0.bn1.running_mean', "
-        "'blocks.0.0.bn1.running_var', 'blocks.0.0.bn1.weight']"
+        "train: error: model.weights: weights/resnet.safetensors: weights do not fit tf_efficientnet_lite0: "
+        "289 missing, 117 unexpected, 4 of the wrong shape; first: ['blocks.0.0.bn1.bias', "
+        "'blocks.0.0.bn1.num_batches_tracked', 'blocks.0.0.bn1.running_mean', 'blocks.0.0.bn1.running_var', "
+        "'blocks.0.0.bn1.weight']; use weights of tf_efficientnet_lite0, or set model.arch to theirs"
     )
     assert not (project / "models" / "pretrained" / "model.safetensors").exists()
 

@@ -14,11 +14,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tvs.config import load_params
+from tvs.config import EvaluateConfig, load_params
 from tvs.data.prepare import prepare_dataset
 from tvs.errors import WeightsError
 from tvs.evaluate.scoring import evaluate_arms
-from tvs.evaluate.stats import EvidenceSettings
 from tvs.models.archs import build_model
 from tvs.models.checkpoint import save_checkpoint
 from tvs.models.weights import load_pretrained
@@ -77,7 +76,7 @@ def test_evaluate_reports_what_diverged_for_every_combination(
     evaluate_arms(models=models, data_dir=prepared, metrics_dir=out, eval_dir=out / "eval")
     write_verdict(
         metrics_dir=out, sidecars={arm: folder / "meta.json" for arm, folder in models.items()},
-        settings=EvidenceSettings(), verdict_path=out / "verdict.md", curve_path=out / "curve.png",
+        settings=EvaluateConfig(), verdict_path=out / "verdict.md", curve_path=out / "curve.png",
     )  # fmt: skip
 
     for arm, epoch in (("pretrained", pretrained), ("scratch", scratch)):

@@ -14,13 +14,12 @@ import torch
 
 from tvs.compute.batches import to_model_input
 from tvs.compute.runtime import Runtime
-from tvs.config import ARMS, load_params
+from tvs.config import ARMS, EvaluateConfig, load_params
 from tvs.data.prepare import prepare_dataset
 from tvs.data.prepared import load_prepared
 from tvs.errors import DataError
 from tvs.evaluate.metrics import METRIC_KEYS
 from tvs.evaluate.scoring import evaluate_arms, predict_arm
-from tvs.evaluate.stats import EvidenceSettings
 from tvs.models.checkpoint import load_checkpoint
 
 from .conftest import fit_arm, write_imagefolder
@@ -57,7 +56,7 @@ def test_predictions_csv_rows_line_up_with_their_images_and_labels(trained: Path
     models = {arm: trained / "models" / arm for arm in ARMS}
     evaluate_arms(
         models=models, data_dir=prepared, metrics_dir=tmp_path / "metrics", eval_dir=tmp_path / "eval",
-        evidence=EvidenceSettings(resamples=200),
+        evidence=EvaluateConfig(resamples=200),
     )  # fmt: skip
     data = load_prepared(prepared)
     row_of = {path: i for i, path in enumerate(data.manifest["path"])}

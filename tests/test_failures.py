@@ -27,7 +27,7 @@ from safetensors.torch import save
 from tvs.errors import UnsafePathError, WeightsError
 from tvs.io import atomic_path, write_bytes
 from tvs.models.checkpoint import WEIGHTS, save_state
-from tvs.models.weights import load_file, why_refused
+from tvs.models.sources import load_file, why_refused
 from tvs.train import resume
 from tvs.train.resume import STATE, ResumeSpec, default_resume_dir, load_state
 

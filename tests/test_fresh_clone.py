@@ -86,29 +86,24 @@ def test_the_study_and_the_tuning_pipeline_are_kept_as_evidence_not_as_locks(clo
         assert (clone / "evidence" / pipeline / results).stat().st_size > 0
 
 
-def test_plain_dvc_repro_in_a_fresh_clone_exports_the_default_dataset_first_and_exp_apply_restores_an_experiment(
-    tmp_path: Path,
-):
+def test_a_fresh_clone_exports_the_default_dataset_first_and_exp_apply_restores_an_experiment(tmp_path: Path):
     """One clone, as a user's first session in it (each step in a fresh shell):
 
-    1. `dvc repro prepare` runs the export and then prepare (it used to stop at once with DVC's own
-       "missing data 'source': data/raw" and no hint), and the export has the committed hash.
-    2. `dvc exp apply` ends with a `dvc checkout` of every pipeline: in a clone that has run an
-       experiment, it restores that experiment's files and outputs, with exit status 0 (it used to fail,
-       exit 255, on the committed study's and tuning locks' outputs, which this clone never built).
+    1. `dvc exp run` runs the export before prepare (it used to stop at once with DVC's own "missing
+       data 'source': data/raw" and no hint), and the export has the committed hash.
+    2. `dvc exp apply` ends with a `dvc checkout`: in a clone that has run an experiment, it restores
+       that experiment's files and outputs, with exit status 0 (it used to fail, exit 255, on the
+       committed study's and tuning locks' outputs, which this clone never built).
     """
     root = tmp_path / "clone"
     run_ok(["git", "clone", "-q", str(PROJECT), str(root)], PROJECT.parent)
     (root / ".venv").symlink_to(PROJECT / ".venv")  # what the README's set-up made, not installed again
-    done = fresh_shell("source .venv/bin/activate\ndvc repro prepare", root)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert re.findall(r"Running stage '([^']+)'", done.stdout) == ["data/dvc.yaml:elpv", "prepare"]
-    assert status(root, "data/dvc.yaml") == {}  # the export has the hash data/dvc.lock commits
-    assert len(list((root / "data" / "raw" / "defective").iterdir())) == 821
-
     tiny = "-S train.epochs=1 -S data.image_size=32 -S data.train_fraction=0.05 -S evaluate.resamples=200"
     done = fresh_shell(f"source .venv/bin/activate\ndvc exp run -n tiny {tiny}", root)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert re.findall(r"Running stage '([^']+)'", done.stdout)[:2] == ["data/dvc.yaml:elpv", "prepare"]
+    assert status(root, "data/dvc.yaml") == {}  # the export has the hash data/dvc.lock commits
+    assert len(list((root / "data" / "raw" / "defective").iterdir())) == 821
     ran = json.loads((root / "metrics" / "comparison.json").read_text())
     run_ok(["git", "checkout", "--", "."], root)  # back to the committed results; the outputs stay the run's
     assert json.loads((root / "metrics" / "comparison.json").read_text()) != ran

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import save_file
 
-from tvs.models.weights import LITE0_PACKAGE, load_pretrained
+from tvs.models.lite0 import LITE0_PACKAGE
+from tvs.models.weights import load_pretrained
 
 from .conftest import REPRODUCED_PARAMS, Reproduced, dvc, make_image, ran_stages, write_params
 

@@ -24,11 +24,13 @@ def readme_block(heading: str, first_line: str) -> str:
 def clone(tmp_path: Path) -> Path:
     """A fresh checkout of the project, with tiny params, after the set-up (the venv, the plots page)."""
     root = tmp_path / "project"
-    for rel in (*PIPELINE_FILES, "README.md", "data/dvc.yaml", "data/dvc.lock", "data/.gitignore", "dvc.lock"):
+    files = (*PIPELINE_FILES, "README.md", "data/dvc.yaml", "data/dvc.lock", "data/.gitignore", "dvc.lock", "Makefile",
+             "requirements.lock", "pyproject.toml")  # fmt: skip
+    for rel in files:
         if (PROJECT / rel).exists():
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(PROJECT / rel, root / rel)
-    for results in ("metrics", "reports"):  # the default dataset's committed results, as in a clone
+            shutil.copy2(PROJECT / rel, root / rel)  # times kept: make sees the set-up as done
+    for results in ("metrics", "reports", "evidence"):  # the default dataset's committed results, as in a clone
         shutil.copytree(PROJECT / results, root / results)
     shutil.copytree(PROJECT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     write_params(root / "params.yaml", train={"batch_size": 2})  # data.train_fraction=0.1 leaves 2 images
@@ -50,6 +52,10 @@ def test_the_readmes_own_data_and_experiment_commands_work_as_written_in_a_fresh
     committed = run_ok(["git", "show", "main:metrics/prepare.json"], clone)
     assert json.loads(committed)["images"] == 20
     assert json.loads(run_ok([sys.executable, "-m", "dvc", "metrics", "diff", "main", "--json"], clone)) == {}
+    # The page is about the user's data only: ELPV's study and tuning evidence is listed as stale, never current.
+    page = (clone / "reports" / "answer.md").read_text()
+    assert "Governed by rung c" in page, page
+    assert page.count("stale: other data") == 2 and "functional" not in page and "defective" not in page
 
     # Every line of the block but two of its three `dvc exp run`s (each retrains; one shows the way).
     experiments = readme_block("## Experiments and pull requests", "source .venv/bin/activate").splitlines()

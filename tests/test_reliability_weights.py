@@ -12,14 +12,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tvs.config import load_params
+from tvs.config import EvaluateConfig, load_params
 from tvs.errors import WeightsError
 from tvs.evaluate.metrics import classification_metrics
 from tvs.evaluate.scoring import evaluate_arms
-from tvs.evaluate.stats import EvidenceSettings, pair_evidence
+from tvs.evaluate.stats import pair_evidence
 from tvs.models.archs import build_model
 from tvs.models.checkpoint import load_checkpoint, save_checkpoint
-from tvs.models.weights import init_model, load_file, load_pretrained
+from tvs.models.sources import load_file
+from tvs.models.weights import init_model, load_pretrained
 from tvs.verdict.pair import pair_recommendation, write_verdict
 
 from .conftest import write_imagefolder, write_params
@@ -159,7 +160,7 @@ def test_an_arm_with_nan_outputs_is_scored_and_reported_not_a_crash(
     }
     out = tmp_path / "out"
     evaluate_arms(models=models, data_dir=prepared / "data" / "prepared", metrics_dir=out, eval_dir=out / "eval",
-                  evidence=EvidenceSettings(resamples=200))  # fmt: skip
+                  evidence=EvaluateConfig(resamples=200))  # fmt: skip
     broken = json.loads((out / "pretrained.json").read_text())
     assert (broken["diverged"], broken["diverged_epoch"], broken["nonfinite_outputs"]) == (1, diverged_epoch, 6)
     assert broken["accuracy"] == 0.0 and broken["log_loss"] == pytest.approx(np.log(3))
@@ -170,7 +171,7 @@ def test_an_arm_with_nan_outputs_is_scored_and_reported_not_a_crash(
     assert all(",(no prediction)," in row for row in predictions[1:])
     write_verdict(
         metrics_dir=out, sidecars={arm: folder / "meta.json" for arm, folder in models.items()},
-        settings=EvidenceSettings(), verdict_path=out / "verdict.md", curve_path=None,
+        settings=EvaluateConfig(), verdict_path=out / "verdict.md", curve_path=None,
     )  # fmt: skip
     verdict = (out / "verdict.md").read_text()
     assert "**No verdict**: the pretrained arm diverged" in verdict and outcome in verdict
@@ -243,7 +244,7 @@ def test_a_time_to_accuracy_target_below_chance_is_not_reported_as_reached():
         "pretrained": [{"epoch": 1, "val_accuracy": 0.0003, "elapsed_seconds": 5.0}],
         "scratch": [{"epoch": 1, "val_accuracy": 0.0, "elapsed_seconds": 5.0}],
     }
-    settings = EvidenceSettings(resamples=200)
+    settings = EvaluateConfig(resamples=200)
     evidence = pair_evidence(correct, histories, settings, chance=1 / 2000)
     tta = evidence["time_to_accuracy"]
     assert (tta["pretrained_seconds"], tta["scratch_seconds"], tta["chance_val_accuracy"]) == (None, None, 0.0005)

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tvs.config import EvaluateConfig
 from tvs.errors import DataError
-from tvs.evaluate.stats import Estimate, EvidenceSettings
+from tvs.evaluate.stats import Estimate
 from tvs.pr import MARKER, absolute_images, demote_headings, main, pr_comment
 from tvs.study.params import StudyParams
 from tvs.study.report import data_requirement, size_key, study_recommendation, study_verdict, write_study_report
@@ -18,7 +19,7 @@ from tvs.study.summary import SizeSummary, read_cells, split_baseline
 from tvs.verdict.pair import pair_recommendation, pair_verdict, write_pair_report, write_verdict
 from tvs.verdict.rules import Baseline, decide, half_width, speed_clause
 
-SETTINGS = EvidenceSettings(resamples=1000)
+SETTINGS = EvaluateConfig(resamples=1000)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

@@ -14,6 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import timm
+import torch
+from safetensors.torch import save_file
 
 from .conftest import ENV, PROJECT, Reproduced, bash_block, commit, copy_repo, dvc, ran_stages, run_ok
 from .s3 import BUCKET, s3_server  # noqa: F401 (s3_server: the fixture s3_endpoint)
@@ -117,17 +120,27 @@ def failed_exp_run(repo: Path, failing_stage: str, *args: str) -> None:
     assert proc.returncode != 0 and f"failed to reproduce '{failing_stage}'" in out, out
 
 
+def poisoned_weights(repo: Path) -> str:
+    """A weights file of the right arch and shapes (the check before training passes) holding a NaN."""
+    state = timm.create_model("tf_efficientnet_lite0", num_classes=2).state_dict()
+    first = next(key for key, value in state.items() if value.is_floating_point())
+    state[first] = torch.full_like(state[first], float("nan"))
+    save_file({key: value.contiguous() for key, value in state.items()}, repo / "weights" / "nan.safetensors")
+    return "model.weights=weights/nan.safetensors"  # git-ignored, as weights are
+
+
 def test_the_documented_commands_restore_the_workspace_after_a_failed_exp_run(tiny_repo: Path, reproduced: Reproduced):
-    # Each arm set to start as the other does, from a weights file that does not exist: train_pretrained
-    # (now from scratch) succeeds, so dvc.lock changes, then train_scratch fails loading the weights.
+    # Each arm set to start as the other does, from weights that fit but hold a NaN: train_pretrained
+    # (now from scratch) succeeds, so dvc.lock changes, then train_scratch refuses the weights at load.
     swapped = ["-S", "pretrained.init=scratch", "-S", "scratch.init=pretrained"]
-    failed_exp_run(tiny_repo, "train_scratch", *swapped, "-S", MISSING_WEIGHTS)
+    failed_exp_run(tiny_repo, "train_scratch", *swapped, "-S", poisoned_weights(tiny_repo))
     # The mess: the -S values stay, the lock records the stage that finished, its outputs are new
     # ones and the failed stage's are gone.
     assert changed_in_git(tiny_repo) == {"params.yaml", "dvc.lock"}
     assert not (tiny_repo / "models" / "scratch").exists()
     assert (tiny_repo / MODELS[0]).read_bytes() != (reproduced.root / MODELS[0]).read_bytes()
 
+    (tiny_repo / "weights" / "nan.safetensors").unlink()  # the user's bad file goes (it is no commit's)
     run_lines(doc_block("### When `dvc exp run` fails", "git checkout").splitlines(), tiny_repo)
     assert changed_in_git(tiny_repo) == set()
     assert dvc_status(tiny_repo) == {}

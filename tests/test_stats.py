@@ -9,7 +9,6 @@ import pytest
 
 from tvs.config import ConfigError, EvaluateConfig
 from tvs.evaluate.stats import (
-    EvidenceSettings,
     accuracy_ci,
     mcnemar_exact,
     mean_ci,
@@ -119,7 +118,7 @@ def test_pair_evidence_holds_significance_and_time_to_accuracy_for_comparison_js
     a, b = pairs(40, 9, 1, 10)
     slow = [{"epoch": e, "val_accuracy": 0.6 + 0.1 * e, "elapsed_seconds": 30.0 * e} for e in (1, 2, 3)]
     evidence = pair_evidence({"pretrained": a, "scratch": b}, {"pretrained": HISTORY, "scratch": slow},
-                             EvidenceSettings(resamples=1000))  # fmt: skip
+                             EvaluateConfig(resamples=1000))  # fmt: skip
     sig, tta = evidence["significance"], evidence["time_to_accuracy"]
     assert (sig["only_pretrained_correct"], sig["only_scratch_correct"], sig["test_images"]) == (9, 1, 60)
     assert sig["accuracy_diff"] == pytest.approx(8 / 60)
@@ -130,24 +129,26 @@ def test_pair_evidence_holds_significance_and_time_to_accuracy_for_comparison_js
     assert tta["pretrained_speedup"] == pytest.approx(90.0 / 33.0)
 
 
+@pytest.mark.parametrize("section", ["evaluate", "report"])
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"confidence": 1.5}, "report.confidence: must be in (0, 1), got 1.5"),
-        ({"resamples": 10}, "report.resamples: must be at least 100, got 10"),
-        ({"target_fraction": 0}, "report.target_fraction: must be in (0, 1], got 0"),
+        ({"confidence": 0.3}, "confidence: must be in [0.5, 1)"),
+        ({"resamples": 10}, "resamples: must be between 100 and 100,000"),
+        ({"target_fraction": 0}, "target_fraction: must be in (0, 1]"),
+        ({"equivalence_margin": 0}, "equivalence_margin: must be in (0, 50) points"),
     ],
 )
-def test_evidence_settings_reject_out_of_range_values_by_the_key_of_the_studys_params(settings, message):
-    # The same keys the study's params.yaml has (report.*), since its loader builds these settings.
+def test_evidence_settings_reject_out_of_range_values_under_the_section_of_the_file(settings, message, section):
+    # params.yaml calls the section `evaluate`, the study's and the tuning pipeline's params `report`.
     with pytest.raises(ConfigError) as err:
-        EvidenceSettings(**settings)
-    assert str(err.value) == message
+        EvaluateConfig(**settings).validate(section)
+    assert str(err.value).startswith(f"{section}.{message}")
 
 
 def test_evidence_settings_alpha_matches_the_confidence_level():
-    assert EvidenceSettings().alpha == pytest.approx(0.05)
-    assert EvidenceSettings(confidence=0.9).alpha == pytest.approx(0.1)
+    assert EvaluateConfig().alpha == pytest.approx(0.05)
+    assert EvaluateConfig(confidence=0.9).alpha == pytest.approx(0.1)
 
 
 @pytest.mark.parametrize(
@@ -166,8 +167,3 @@ def test_accuracy_ci_at_the_default_test_split_is_about_three_points_and_narrows
     assert low < low90 < 452 / 525 < high90 < high
     with pytest.raises(ValueError, match="need 0 <= correct <= total"):
         accuracy_ci(6, 5)
-
-
-def test_evidence_settings_from_params_yaml_take_its_evaluate_section():
-    settings = EvidenceSettings.from_config(EvaluateConfig(confidence=0.9, resamples=500, target_fraction=0.8))
-    assert (settings.confidence, settings.resamples, settings.target_fraction) == (0.9, 500, 0.8)

@@ -9,14 +9,9 @@ from PIL import Image
 
 from tvs.errors import WeightsError
 from tvs.models.archs import build_model
-from tvs.models.weights import (
-    LITE0_PACKAGE,
-    convert_lite0,
-    lite0_package_file,
-    load_file,
-    load_pretrained,
-    transfer_weights,
-)
+from tvs.models.lite0 import LITE0_PACKAGE, convert_lite0, lite0_package_file
+from tvs.models.sources import load_file
+from tvs.models.weights import load_pretrained, transfer_weights
 
 
 @pytest.fixture(scope="module")

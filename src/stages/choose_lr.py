@@ -1,4 +1,4 @@
-"""DVC stage `select` of the tuning pipeline (tune/dvc.yaml): each arm's learning rate, chosen on validation.
+"""DVC stage `choose_lr` of the tuning pipeline (tune/dvc.yaml): each arm's learning rate, chosen on validation.
 
 Reads only the search runs' checkpoints metadata (validation accuracy and loss), never a test score,
 and writes `<arm>.set` (`lr=<chosen>`), which the final runs pass to the training stage as `--set`.
@@ -30,4 +30,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage("select", main)
+    run_stage("choose_lr", main)

@@ -8,7 +8,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this working cop
 
 from tvs.cli import run_stage  # noqa: E402
 from tvs.config import load_params, parse_override  # noqa: E402
-from tvs.evaluate.stats import EvidenceSettings  # noqa: E402
 from tvs.io import check_output_paths  # noqa: E402
 
 
@@ -35,7 +34,7 @@ def main() -> None:
         data_dir=args.data,
         metrics_dir=args.metrics,
         eval_dir=args.eval_dir,
-        evidence=EvidenceSettings.from_config(params.evaluate),
+        evidence=params.evaluate,
     )
 
 

@@ -1,4 +1,4 @@
-"""DVC stage `report` of the tuning pipeline (tune/dvc.yaml): every run -> summary metrics, verdict, plot."""
+"""DVC stage `tune_report` of the tuning pipeline (tune/dvc.yaml): every run -> summary metrics, verdict, plot."""
 
 import argparse
 import sys
@@ -33,4 +33,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage("report", main)
+    run_stage("tune_report", main)

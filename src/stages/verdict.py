@@ -14,7 +14,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this working cop
 
 from tvs.cli import run_stage  # noqa: E402
 from tvs.config import load_params  # noqa: E402
-from tvs.evaluate.stats import EvidenceSettings  # noqa: E402
 from tvs.io import check_output_paths  # noqa: E402
 
 
@@ -39,7 +38,7 @@ def main() -> None:
     write_verdict(
         metrics_dir=args.metrics,
         sidecars={"pretrained": args.pretrained, "scratch": args.scratch},
-        settings=EvidenceSettings.from_config(params.evaluate),
+        settings=params.evaluate,
         verdict_path=args.verdict,
         curve_path=args.curve_plot,
         plots_dir=args.plots_dir,

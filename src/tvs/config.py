@@ -170,23 +170,33 @@ MAX_RESAMPLES = 100_000
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    """The statistics ``evaluate`` reports: confidence level, bootstrap resamples, the curves' target."""
+    """How the evidence is computed: CI level, bootstrap resamples, the time-to-accuracy target, the margin.
 
-    confidence: float = 0.95
-    resamples: int = 10000
-    target_fraction: float = 0.95  # epochs to reach this share of an arm's best validation accuracy
+    ``params.yaml`` holds it as ``evaluate:``; the study's and the tuning pipeline's params as
+    ``report:`` (the same settings, passed on to their ``evaluate`` cells). One set of ranges
+    checks all three files, each message under the section name of the file at hand.
+    """
+
+    confidence: float = 0.95  # of every CI; 1 - confidence is the significance level of the tests
+    resamples: int = 10000  # paired bootstrap resamples
+    target_fraction: float = 0.95  # time-to-accuracy target: this share of the better arm's best val accuracy
     # Points within which the arms count as equivalent (the answer page, tvs.ladder): about what one
     # run's accuracy is known to on 2,000 test images, and below the gaps that change a choice.
     equivalence_margin: float = 2.0
 
-    def validate(self) -> None:
-        check(0 < self.equivalence_margin < 50, "evaluate.equivalence_margin", "must be in (0, 50) points")
-        check(0.5 <= self.confidence < 1, "evaluate.confidence", "must be in [0.5, 1)")
+    def validate(self, section: str = "evaluate") -> None:
+        check(0 < self.equivalence_margin < 50, f"{section}.equivalence_margin", "must be in (0, 50) points")
+        check(0.5 <= self.confidence < 1, f"{section}.confidence", "must be in [0.5, 1)")
         check(
-            100 <= self.resamples <= MAX_RESAMPLES, "evaluate.resamples",
+            100 <= self.resamples <= MAX_RESAMPLES, f"{section}.resamples",
             f"must be between 100 and {MAX_RESAMPLES:,} (the bootstrap holds every resample in memory at once)",
         )  # fmt: skip
-        check(0 < self.target_fraction <= 1, "evaluate.target_fraction", "must be in (0, 1]")
+        check(0 < self.target_fraction <= 1, f"{section}.target_fraction", "must be in (0, 1]")
+
+    @property
+    def alpha(self) -> float:
+        """The significance level of the tests that matches the confidence level."""
+        return 1 - self.confidence
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@ defect probability of 0, 1/3, 2/3 or 1 (Deitsch et al., 2019; CC BY-NC-SA 4.0). 
 are copied unchanged, so the export is byte-for-byte deterministic and its DVC hash matches the
 one committed in ``data/dvc.lock``, whose stage ``elpv`` (``src/stages/elpv.py``) runs it.
 
-Usage: ``python -m tvs.elpv data/raw [--scheme binary|levels]`` (the four-level export is for
-your own ``dvc add``, README "Bringing your own data").
+Usage: ``python -m tvs.elpv --out data/raw [--scheme binary|levels]`` (the four-level export is
+for your own ``dvc add``, README "Bringing your own data"). The stage script takes the same command
+line (:func:`parse_args`) and adds only the check that it writes where ``data/dvc.yaml`` declares.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tvs.cli import run_stage
 from tvs.errors import DataError
 
 if TYPE_CHECKING:
@@ -105,14 +108,22 @@ def export_elpv(dest: str | Path, scheme: str = "binary", source: Path | None = 
     return len(labels)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The export's one command line: ``python -m tvs.elpv`` and the stage ``src/stages/elpv.py`` alike."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dest", type=Path)
-    parser.add_argument("--scheme", choices=SCHEMES, default="binary")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    export_elpv(args.dest, args.scheme)
+    parser.add_argument("--out", type=Path, required=True, help="the ImageFolder to write (the stage's: data/raw)")
+    parser.add_argument(
+        "--scheme", choices=SCHEMES, default="binary",
+        help="functional/defective (threshold 0.5), or one class per defect-probability level",
+    )  # fmt: skip
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m tvs.elpv --out DIR``: the export anywhere, for your own ``dvc add``."""
+    args = parse_args(argv)
+    export_elpv(args.out, args.scheme)
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("elpv", main)

@@ -143,14 +143,22 @@ def read_csv(path: str | Path, text: tuple[str, ...] = ()) -> pd.DataFrame:
 
 
 def read_json(path: str | Path) -> Any:
-    """Read JSON, naming the file when it is missing or malformed."""
+    """Read a JSON file a stage wrote (UTF-8, as JSON is), naming the file when it is missing or malformed.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist, naming it.
+        DataError: ``path`` is not JSON (cut short, edited, binary), naming it: a user error, so a
+            stage reports it in one line (:func:`tvs.cli.run_stage`). The message ends at the reason,
+            ``<path>: not valid JSON (<reason>)``, so that a reader of a particular file can add its own
+            advice (``tvs.models.checkpoint.read_meta``: restore the ``meta.json`` training wrote).
+    """
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file; run the stage that writes it first") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from None
 
 
 DVC_YAML = "dvc.yaml"

@@ -16,10 +16,11 @@ import torch
 
 from tvs.compute.batches import iterate_batches, predict_proba, to_model_input
 from tvs.compute.runtime import Runtime
+from tvs.config import EvaluateConfig
 from tvs.data.prepared import load_prepared
 from tvs.errors import DataError
 from tvs.evaluate.metrics import arm_metrics, baseline, compare, confusion, predicted_classes
-from tvs.evaluate.stats import EvidenceSettings, pair_evidence
+from tvs.evaluate.stats import pair_evidence
 from tvs.io import write_csv, write_json
 from tvs.models.checkpoint import load_checkpoint
 
@@ -75,7 +76,7 @@ def evaluate_arms(
     data_dir: Path,
     metrics_dir: Path,
     eval_dir: Path,
-    evidence: EvidenceSettings | None = None,
+    evidence: EvaluateConfig | None = None,
 ) -> dict[str, Any]:
     """Score each arm on the test split; write per-arm metrics, the comparison and confusion plots.
 
@@ -84,7 +85,7 @@ def evaluate_arms(
     """
     from dvclive import Live
 
-    evidence = evidence or EvidenceSettings()
+    evidence = evidence or EvaluateConfig()
     results, correct, metas = {}, {}, {}
     manifest = load_prepared(data_dir).manifest
     test_paths = manifest.loc[manifest["split"] == "test", "path"].to_numpy()

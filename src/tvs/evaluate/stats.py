@@ -20,37 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from tvs.config import EvaluateConfig, check
+from tvs.config import EvaluateConfig
 
 # scipy is imported where it is used, so that a stage's `--help` stays quick.
 
-
-@dataclass(frozen=True)
-class EvidenceSettings:
-    """How the evidence is computed: CI level, bootstrap size and the time-to-accuracy target."""
-
-    confidence: float = 0.95  # of every CI; 1 - confidence is the significance level of the tests
-    resamples: int = 10_000  # paired bootstrap resamples
-    target_fraction: float = 0.95  # time-to-accuracy target: this share of the better arm's best val accuracy
-    seed: int = 0  # of the bootstrap's random generator, so reports are reproducible
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        check(0 < self.confidence < 1, "report.confidence", f"must be in (0, 1), got {self.confidence}")
-        check(self.resamples >= 100, "report.resamples", f"must be at least 100, got {self.resamples}")
-        check(0 < self.target_fraction <= 1, "report.target_fraction", f"must be in (0, 1], got {self.target_fraction}")
-
-    @property
-    def alpha(self) -> float:
-        """The significance level that matches the confidence level."""
-        return 1 - self.confidence
-
-    @classmethod
-    def from_config(cls, config: EvaluateConfig) -> EvidenceSettings:
-        """The settings of ``params.yaml``'s ``evaluate`` section."""
-        return cls(config.confidence, config.resamples, config.target_fraction)
+BOOTSTRAP_SEED = 0  # of the paired bootstrap's random generator, so that a report is reproducible
 
 
 @dataclass(frozen=True)
@@ -203,7 +177,7 @@ def target_accuracy(histories: Mapping[str, Sequence[Mapping[str, float]]], frac
 def pair_evidence(
     correct: Mapping[str, Sequence[bool]],
     histories: Mapping[str, Sequence[Mapping[str, float]]],
-    settings: EvidenceSettings,
+    settings: EvaluateConfig,
     chance: float = 0.0,
 ) -> dict[str, Any]:
     """The paired evidence for ``comparison.json``: significance and time-to-accuracy, pretrained vs scratch.
@@ -214,7 +188,7 @@ def pair_evidence(
     """
     mc = mcnemar_exact(correct["pretrained"], correct["scratch"])
     boot = paired_bootstrap_ci(
-        correct["pretrained"], correct["scratch"], settings.confidence, settings.resamples, settings.seed
+        correct["pretrained"], correct["scratch"], settings.confidence, settings.resamples, BOOTSTRAP_SEED
     )
     target = target_accuracy(histories, settings.target_fraction)
     timed = target > chance

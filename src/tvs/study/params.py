@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tvs.config import check, load_config
-from tvs.evaluate.stats import EvidenceSettings
+from tvs.config import EvaluateConfig, check, load_config
 
 
 @dataclass(frozen=True)
@@ -16,7 +15,7 @@ class StudyParams:
     fractions: list[float]
     seeds: list[int]
     min_steps: int = 0
-    report: EvidenceSettings = field(default_factory=EvidenceSettings)
+    report: EvaluateConfig = field(default_factory=EvaluateConfig)  # params.yaml's `evaluate`, its rules
 
     def validate(self) -> None:
         check(len(self.fractions) > 0, "fractions", "must be a non-empty list")
@@ -26,6 +25,7 @@ class StudyParams:
         check(all(s >= 0 for s in self.seeds), "seeds", f"each must be an integer >= 0, got {self.seeds}")
         check(len(set(self.seeds)) == len(self.seeds), "seeds", f"must not repeat, got {self.seeds}")
         check(self.min_steps >= 0, "min_steps", f"must be an integer >= 0, got {self.min_steps}")
+        self.report.validate("report")
 
 
 def load_study_params(path: str | Path) -> StudyParams:

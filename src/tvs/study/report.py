@@ -16,10 +16,9 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from tvs.config import ARMS
+from tvs.config import ARMS, EvaluateConfig
 from tvs.data.prepared import load_prepared
 from tvs.data.split import training_sizes
-from tvs.evaluate.stats import EvidenceSettings
 from tvs.io import write_csv, write_json, write_text
 from tvs.study.params import StudyParams
 from tvs.study.summary import Cell, SizeSummary, break_even, read_cells, split_baseline, summarise_size
@@ -77,7 +76,7 @@ def _lead(size: SizeSummary, arm: str) -> tuple[float, float | None, float | Non
     return -d.mean, None if d.high is None else -d.high, None if d.low is None else -d.low
 
 
-def study_recommendation(sizes: Sequence[SizeSummary], settings: EvidenceSettings) -> tuple[str, str]:
+def study_recommendation(sizes: Sequence[SizeSummary], settings: EvaluateConfig) -> tuple[str, str]:
     """The decision and the one-line recommendation of the study (rule: :data:`tvs.report.STUDY_RULE`)."""
     ordered = sorted(sizes, key=lambda s: s.fraction)
     small, large = ordered[0], ordered[-1]
@@ -120,7 +119,7 @@ def study_recommendation(sizes: Sequence[SizeSummary], settings: EvidenceSetting
     )
 
 
-def _speed(size: SizeSummary, settings: EvidenceSettings, subject: str | None = None) -> str:
+def _speed(size: SizeSummary, settings: EvaluateConfig, subject: str | None = None) -> str:
     """Speed clause from the mean seconds to target of the seeds; an arm must reach it in every seed."""
     seconds = {arm: (t.mean if t and size.reached_target[arm] == size.seeds else None)
                for arm, t in size.seconds_to_target.items()}  # fmt: skip
@@ -129,7 +128,7 @@ def _speed(size: SizeSummary, settings: EvidenceSettings, subject: str | None = 
 
 
 def study_verdict(
-    sizes: Sequence[SizeSummary], settings: EvidenceSettings, plot_png: str | None, baseline: Baseline
+    sizes: Sequence[SizeSummary], settings: EvaluateConfig, plot_png: str | None, baseline: Baseline
 ) -> str:
     """The study's ``verdict.md``: recommendation, the table of measured rows, the curve and its table."""
     ordered = sorted(sizes, key=lambda s: s.fraction)
@@ -208,7 +207,7 @@ def _splits(seeds: int) -> str:
     return "one test split" if seeds == 1 else f"mean over the {seeds} seeds' test splits"
 
 
-def study_summary(sizes: Sequence[SizeSummary], settings: EvidenceSettings, baseline: Baseline) -> dict[str, Any]:
+def study_summary(sizes: Sequence[SizeSummary], settings: EvaluateConfig, baseline: Baseline) -> dict[str, Any]:
     """``metrics/summary.json``: the decision, the break-even point, the baseline and each size's numbers."""
     decision, _ = study_recommendation(sizes, settings)
     even = break_even(sizes)

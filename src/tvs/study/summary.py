@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tvs.config import ARMS
-from tvs.evaluate.stats import Estimate, EvidenceSettings, mean_ci
+from tvs.config import ARMS, EvaluateConfig
+from tvs.evaluate.stats import Estimate, mean_ci
 from tvs.io import read_json
 from tvs.verdict.rules import Baseline, mean_baseline
 
@@ -56,7 +56,7 @@ def read_cells(results: Path, fractions: Sequence[float], seeds: Sequence[int]) 
 
 
 def summarise_size(
-    cells: Sequence[Cell], fraction: float, sizes: tuple[int, float], settings: EvidenceSettings
+    cells: Sequence[Cell], fraction: float, sizes: tuple[int, float], settings: EvaluateConfig
 ) -> SizeSummary:
     """One size's cells, one per seed, summarised over the seeds."""
     conf = settings.confidence

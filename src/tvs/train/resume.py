@@ -29,7 +29,7 @@ from tvs.config import Params, to_dict
 from tvs.deps import SRC, stage_code
 from tvs.errors import UnsafePathError
 from tvs.io import remove_stale_temps, write_bytes, write_text
-from tvs.models.weights import why_refused
+from tvs.models.sources import why_refused
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tvs.config import check, load_config
-from tvs.evaluate.stats import EvidenceSettings
+from tvs.config import EvaluateConfig, check, load_config
 
 
 @dataclass(frozen=True)
@@ -19,7 +18,7 @@ class TuneParams:
     search_repeat: int  # the split (and seed) the search runs on; selection reads its validation split only
     repeats: list[int]  # final scoring: repeat r is its own stratified split (`prepare` with seed r) and seed r
     image_size: int = 128  # of every run (`data.image_size`)
-    report: EvidenceSettings = field(default_factory=EvidenceSettings)
+    report: EvaluateConfig = field(default_factory=EvaluateConfig)  # params.yaml's `evaluate`, its rules
 
     def validate(self) -> None:
         check(len(self.lrs) > 0, "lrs", "must be a non-empty list")
@@ -42,6 +41,7 @@ class TuneParams:
             f"must be one of `repeats` {self.repeats} (its split is prepared there), got {self.search_repeat}",
         )  # fmt: skip
         check(self.image_size >= 16, "image_size", f"must be at least 16, got {self.image_size}")
+        self.report.validate("report")
 
 
 def load_tune_params(path: str | Path) -> TuneParams:

@@ -78,7 +78,7 @@ def selection(trials: Mapping[str, Sequence[Trial]]) -> dict[str, Trial]:
 
 
 def write_selection(trials: Mapping[str, Sequence[Trial]], out: Path) -> dict[str, Trial]:
-    """The select stage: ``<arm>.set`` (``lr=<chosen>``, read by the final runs' ``--set``) and ``selection.json``."""
+    """The choose_lr stage: ``<arm>.set`` (``lr=<chosen>``, read by the final runs' ``--set``), ``selection.json``."""
     chosen = selection(trials)
     for arm in ARMS:
         write_text(Path(out) / f"{arm}.set", f"lr={chosen[arm].lr!r}\n")

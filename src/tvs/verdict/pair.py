@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tvs.evaluate.stats import EvidenceSettings, target_accuracy
+from tvs.config import EvaluateConfig
+from tvs.evaluate.stats import target_accuracy
 from tvs.io import read_json, write_text
 from tvs.verdict.curves import write_plot_sources
 from tvs.verdict.plots import plot_val_curves
@@ -42,7 +43,7 @@ PAIR_RULE = (
 )
 
 
-def pair_recommendation(comparison: Mapping[str, Any], settings: EvidenceSettings) -> tuple[str, str]:
+def pair_recommendation(comparison: Mapping[str, Any], settings: EvaluateConfig) -> tuple[str, str]:
     """The decision and the one-line recommendation for one pair of runs on the same test images."""
     sig, tta = comparison["significance"], comparison["time_to_accuracy"]
     decision = decide(sig["accuracy_diff_ci_low"], sig["accuracy_diff_ci_high"], sig["mcnemar_p"], settings.alpha)
@@ -115,7 +116,7 @@ def baseline_row(metrics: Mapping[str, Mapping[str, Any]], comparison: Mapping[s
 def pair_verdict(
     metrics: Mapping[str, Mapping[str, Any]],
     comparison: Mapping[str, Any],
-    settings: EvidenceSettings,
+    settings: EvaluateConfig,
     train_images: int,
     classes: int,
     curve_png: str | None,
@@ -211,7 +212,7 @@ def write_pair_report(
     metrics: Mapping[str, Mapping[str, Any]],
     comparison: Mapping[str, Any],
     histories: Mapping[str, Any],
-    settings: EvidenceSettings,
+    settings: EvaluateConfig,
     train_images: int,
     classes: int,
 ) -> None:
@@ -229,7 +230,7 @@ def write_verdict(
     *,
     metrics_dir: Path,
     sidecars: Mapping[str, Path],
-    settings: EvidenceSettings,
+    settings: EvaluateConfig,
     verdict_path: Path,
     curve_path: Path | None,
     plots_dir: Path | None = None,
