@@ -159,6 +159,10 @@ PIPELINE_FILES = (
     ".dvcignore",
     ".dvc/config",
     ".dvc/.gitignore",
+    ".dvc/plots/arms_by_epoch.json",  # the top-level plots' templates
+    ".dvc/plots/arms_xy.json",
+    ".dvc/plots/arms_scatter.json",
+    ".dvc/plots/confusion_cells.json",
     "weights/.gitignore",
     "weights/README.md",
 )

@@ -252,6 +252,65 @@ def test_a_sub_pipeline_that_ran_here_is_kept_as_evidence_with_its_record(tmp_pa
     assert next(r for r in answer.rungs if r.key == "b").status == "stale" and answer.governing == "c"
 
 
+EVIL_PATH = "a|b/</td><script>alert(1)</script> `x` @octocat\n# FAKE.png"
+
+
+def with_predictions(root: Path) -> None:
+    """The fabricated project with the verdict's diagnostics (an evil file name among the test images) and
+    prepare's cache of those images, as after `make repro`."""
+    import numpy as np
+
+    from tvs.io import write_csv, write_json
+    from tvs.verdict.diagnostics import Scores, diagnose
+
+    paths = np.array([EVIL_PATH, "a/1.png", "b/2.png", "b/3.png"])
+    true = np.array([0, 0, 1, 1])
+    pre = Scores(["a", "b"], paths, true, np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]))
+    scr = Scores(["a", "b"], paths, true, np.array([[0.2, 0.8], [0.7, 0.3], [0.4, 0.6], [0.3, 0.7]]))
+    content, _ = diagnose({"pretrained": pre, "scratch": scr})
+    write_json(root / "reports" / "plots" / "diagnostics.json", content)
+    manifest = pd.DataFrame({"path": [*paths, "a/t.png", "b/v.png"], "class": ["a", "a", "b", "b", "a", "b"],
+                             "sha1": "0", "split": ["test"] * 4 + ["train", "val"]})  # fmt: skip
+    write_csv(manifest, root / "data" / "prepared" / "manifest.csv")
+    images = np.zeros((6, 3, 16, 16), dtype=np.uint8)
+    images[:, 0] = 200  # red: the thumbnails are these pixels
+    np.save(root / "data" / "prepared" / "images.npy", images)
+
+
+def test_the_gallery_shows_both_mcnemar_cells_with_thumbnails_and_escapes_file_names(tmp_path: Path):
+    root = fabricated_project(tmp_path, {"a": 10, "b": 10})
+    with_predictions(root)
+    write_page(root)
+    md = (root / "reports" / "answer.md").read_text()
+    assert (
+        "**pretrained right, scratch wrong: 1 images**" in md and "**scratch right, pretrained wrong: 1 images**" in md
+    )
+    assert "<script>" not in md and "</td>" not in md and "\n# FAKE" not in md and " @octocat" not in md
+    assert "| a\\|b/&lt;/td&gt;&lt;script&gt;" in md  # the file name stays one cell
+    assert "| a | a (90%) | b (80%) |" in md  # true class, then the right arm's and the wrong arm's predictions
+    html = (root / "reports" / "answer.html").read_text()
+    assert "<script>" not in html and "&lt;/td&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    thumbs = re.findall(r'<img class="thumb" alt="[^"]*" src="data:image/jpeg;base64,([^"]+)">', html)
+    assert len(thumbs) >= 3  # both cells' images and the highest-loss ones
+    import base64
+    import io
+
+    pixel = Image.open(io.BytesIO(base64.b64decode(thumbs[0]))).convert("RGB").getpixel((8, 8))
+    assert pixel[0] > 150 and pixel[1] < 60  # the cache's red pixels, not a placeholder
+
+
+def test_no_thumbnails_from_a_cache_the_single_pair_was_not_run_on(tmp_path: Path):
+    root = fabricated_project(tmp_path, {"a": 10, "b": 10})
+    with_predictions(root)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["data"]["image_size"] = 64  # the prepared cache no longer matches what was evaluated
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    write_page(root)
+    html = (root / "reports" / "answer.html").read_text()
+    assert 'class="thumb"' not in html and "Where the arms disagree" in html
+    assert "Thumbnails appear in the HTML page when" in (root / "reports" / "answer.md").read_text()
+
+
 @pytest.mark.e2e
 @needs_chromium
 def test_the_committed_html_page_draws_every_section_offline_in_chromium(tmp_path: Path):
@@ -263,10 +322,14 @@ def test_the_committed_html_page_draws_every_section_offline_in_chromium(tmp_pat
     dom = subprocess.run([*base, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0 and dom.stdout, dom.stderr[-2000:]
     headings = ("Fine-tune or train from scratch?", "The evidence ladder", "Beneath the answer",
-                "The single pair (rung c)", "Confusion matrix, pretrained", "Confusion matrix, scratch")  # fmt: skip
+                "The single pair (rung c)", "Confusion matrix, pretrained", "Confusion matrix, scratch",
+                "Calibration and ranking (test split)", "Where the arms disagree (test split)",
+                "pretrained right, scratch wrong", "scratch right, pretrained wrong")  # fmt: skip
     for heading in headings:
         assert heading in dom.stdout, heading
-    assert dom.stdout.count("<table>") >= 6 and 'src="data:image/png;base64,' in dom.stdout
+    assert dom.stdout.count("<table>") >= 10 and dom.stdout.count('src="data:image/png;base64,') == 3  # 3 figures
+    assert dom.stdout.count('<img class="thumb"') >= 16  # the gallery's thumbnails, inline
+    assert not re.search(r'src="(?!data:)', dom.stdout)  # every image inline: nothing to fetch
     shot = tmp_path / "page.png"
     done = subprocess.run([*base, "--window-size=1000,2400", f"--screenshot={shot}", page.as_uri()],
                           capture_output=True, text=True, timeout=120)  # fmt: skip

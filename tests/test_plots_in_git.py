@@ -12,18 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tvs.errors import DataError
-from tvs.verdict.curves import CONFUSION, CURVES, confusion_rows, curve_tsv, read_predictions, write_plot_sources
-
 from .conftest import PROJECT, Reproduced, run_ok
 
 ARMS = ("pretrained", "scratch")
-HISTORY = [
-    {"epoch": 1, "train_loss": 0.7, "train_accuracy": 0.5, "val_loss": 0.6, "val_accuracy": 0.625, "lr": 1e-3,
-     "epoch_seconds": 2.5, "elapsed_seconds": 2.75},
-    {"epoch": 2, "train_loss": 0.4, "train_accuracy": 0.75, "val_loss": 0.5, "val_accuracy": 0.875, "lr": 5e-4,
-     "epoch_seconds": 2.0, "elapsed_seconds": 4.75},
-]  # fmt: skip
 
 
 def top_level_plots(dvc_yaml: Path = PROJECT / "dvc.yaml") -> list[dict]:
@@ -39,47 +30,7 @@ def plot_files(plots: list[dict]) -> set[str]:
     return files
 
 
-# --- unit: history and predictions -> plot sources -------------------------------------------
-
-
-def test_a_curve_is_one_row_per_epoch_numbered_as_the_metrics_number_epochs():
-    assert curve_tsv(HISTORY, "val_accuracy") == "epoch\tval_accuracy\n1\t0.625\n2\t0.875\n"
-    assert curve_tsv(HISTORY, "lr") == "epoch\tlr\n1\t0.001\n2\t0.0005\n"
-
-
-def test_an_arm_with_no_completed_epoch_gets_a_curve_with_the_header_only():
-    assert curve_tsv([], "train_loss") == "epoch\ttrain_loss\n"
-
-
-def test_the_confusion_is_one_actual_predicted_row_per_test_image():
-    rows = confusion_rows(["cats", "dogs", "dogs"], ["cats", "cats", "dogs"])
-    assert rows == [
-        {"actual": "cats", "predicted": "cats"},
-        {"actual": "dogs", "predicted": "cats"},
-        {"actual": "dogs", "predicted": "dogs"},
-    ]
-    with pytest.raises(ValueError, match="3 true labels but 2 predictions"):
-        confusion_rows(["cats", "dogs", "dogs"], ["cats", "dogs"])
-
-
-def test_predictions_without_the_label_columns_are_refused_naming_the_file(tmp_path: Path):
-    path = tmp_path / "predictions.csv"
-    path.write_text("path,label\na.png,cats\n")
-    with pytest.raises(DataError, match=r"predictions\.csv: needs the columns `true` and `predicted`"):
-        read_predictions(path)
-    with pytest.raises(FileNotFoundError, match=r"missing\.csv: no such file; run `evaluate` first"):
-        read_predictions(tmp_path / "missing.csv")
-
-
-def test_the_plot_sources_are_every_file_the_top_level_plots_read(tmp_path: Path):
-    for arm in ARMS:
-        (tmp_path / "eval" / arm).mkdir(parents=True)
-        (tmp_path / "eval" / arm / "predictions.csv").write_text("path,true,predicted\na.png,cats,dogs\n")
-    write_plot_sources(tmp_path / "reports" / "plots", {arm: HISTORY for arm in ARMS}, tmp_path / "eval")
-    written = {p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("reports/plots/**/*") if p.is_file()}
-    assert written == plot_files(top_level_plots())
-    confusion = json.loads((tmp_path / "reports" / "plots" / "scratch" / CONFUSION).read_text())
-    assert confusion == [{"actual": "cats", "predicted": "dogs"}]
+# The unit tests of the sources themselves (curves.tsv, confusion cells, diagnostics): test_diagnostics.py.
 
 
 # --- the project's dvc.yaml and .gitignore files ----------------------------------------------
@@ -90,8 +41,8 @@ def test_top_level_plots_read_only_the_verdict_stages_uncached_outputs():
     outs = {next(iter(o)): o[next(iter(o))] for o in verdict["outs"] if isinstance(o, dict)}
     assert outs["reports/plots"] == {"cache": False}
     files = plot_files(top_level_plots())
-    assert len(files) == len(ARMS) * (len(CURVES) + 1)
-    assert all(f.startswith("reports/plots/") for f in files)
+    assert files == {"reports/plots/curves.tsv", "reports/plots/calibration.tsv", "reports/plots/roc.tsv",
+                     "reports/plots/pr.tsv", *(f"reports/plots/{arm}/confusion.json" for arm in ARMS)}  # fmt: skip
 
 
 def test_no_gitignore_hides_the_plot_sources():
@@ -141,7 +92,12 @@ def test_a_fresh_clone_without_cache_shows_and_diffs_every_plot(reproduced: Repr
     assert missing_data(shown, {"workspace"}) == []
     confusion = rows_by_plot(shown)["reports/plots/scratch/confusion.json"]
     test_images = json.loads((clone / "metrics" / "scratch.json").read_text())["test_images"]
-    assert {"actual", "predicted"} <= confusion[0].keys() and len(confusion) == test_images
+    assert {"actual", "predicted", "count", "share"} <= confusion[0].keys()
+    assert sum(int(row["count"]) for row in confusion) == test_images
+    classes = {row["actual"] for row in confusion}
+    assert {(row["actual"], row["predicted"]) for row in confusion} >= {(a, p) for a in classes for p in classes}
+    curves = rows_by_plot(shown)["Validation accuracy by epoch"]
+    assert {row["arm"] for row in curves} == set(ARMS)  # the legend names the arms, not files
 
     diffed = plots_json(clone, "diff", "HEAD")
     assert not diffed.get("errors"), diffed["errors"]

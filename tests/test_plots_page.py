@@ -8,7 +8,6 @@ dead proxy, then read back which plot divs Vega-Embed drew into.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -59,20 +58,22 @@ def test_bundled_vega_lite_is_the_major_version_dvcs_templates_are_written_for()
 # --- the page in a browser -------------------------------------------------------------------
 
 
-def write_plot_data(root: Path, plots: list[dict]) -> None:
-    """A few rows for every file the ``plots:`` definitions read (confusion: JSON pairs; others: TSV)."""
-    for entry in plots:
-        ((name, props),) = entry.items()
-        if props.get("template") == "confusion":
-            pairs = [("cats", "cats"), ("cats", "dogs"), ("dogs", "dogs"), ("dogs", "dogs")]
-            rows = [{props["x"]: actual, props["y"]: predicted} for actual, predicted in pairs]
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            (root / name).write_text(json.dumps(rows))
-            continue
-        for path, field in props["y"].items():
-            (root / path).parent.mkdir(parents=True, exist_ok=True)
-            lines = [f"{props['x']}\t{field}", *(f"{step}\t{0.5 + 0.1 * step}" for step in range(3))]
-            (root / path).write_text("\n".join(lines) + "\n")
+def write_plot_data(root: Path) -> None:
+    """The plot sources ``verdict`` writes (tvs.verdict.curves), from a two-epoch history and four test images
+    per arm, so that every definition, ROC and PR included, has data."""
+    import numpy as np
+    import pandas as pd
+
+    from tvs.io import write_csv
+    from tvs.verdict.curves import CURVES, write_plot_sources
+
+    history = [{"epoch": e, **{key: 0.5 + 0.1 * e for key in CURVES}} for e in (1, 2)]
+    for arm, p_dogs in (("pretrained", [0.2, 0.6, 0.7, 0.9]), ("scratch", [0.4, 0.3, 0.8, 0.6])):
+        table = pd.DataFrame({"path": ["c/1.png", "c/2.png", "d/3.png", "d/4.png"],
+                              "true": ["cats", "cats", "dogs", "dogs"], "predicted": "x"})  # fmt: skip
+        table["p_cats"], table["p_dogs"] = 1 - np.array(p_dogs), p_dogs
+        write_csv(table, root / "eval" / arm / "predictions.csv")
+    write_plot_sources(root / "reports" / "plots", {"pretrained": history, "scratch": history}, root / "eval")
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +83,10 @@ def plots_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("plots")
     (root / ".dvc").mkdir()
     shutil.copy(PROJECT / ".dvc" / "config", root / ".dvc" / "config")
+    shutil.copytree(PROJECT / ".dvc" / "plots", root / ".dvc" / "plots")  # the templates
     plots = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["plots"]
     (root / "dvc.yaml").write_text(yaml.safe_dump({"plots": plots}, sort_keys=False))
-    write_plot_data(root, plots)
+    write_plot_data(root)
     run_ok(["git", "init", "-q"], root)
     run_ok([sys.executable, "-m", "tvs.plots_page", ".dvc/plots_template.html"], root)
     return root

@@ -30,7 +30,7 @@ from tvs.data.prepared import load_prepared
 from tvs.data.scan import SKIP_HINT, check_before_dvc_add
 from tvs.errors import DataError
 from tvs.io import read_csv, write_csv
-from tvs.verdict.curves import read_predictions
+from tvs.verdict.diagnostics import read_scores
 
 from .conftest import PROJECT, write_imagefolder, write_params
 from .test_inputs import prepare, refusal, unreadable
@@ -80,8 +80,8 @@ def test_a_lone_carriage_return_in_a_name_round_trips_through_predictions_and_th
     write_csv(predictions, tmp_path / "predictions.csv")
     back = read_csv(tmp_path / "predictions.csv", text=("path", "true", "predicted"))
     pd.testing.assert_frame_equal(back, predictions, check_dtype=False)
-    true, predicted = read_predictions(tmp_path / "predictions.csv")  # what verdict's confusion.json counts
-    assert (true, predicted) == (["ca\rts"] * len(NAMES), ["dogs"] * len(NAMES))
+    scores = read_scores(tmp_path / "predictions.csv")  # what verdict's confusion.json and gallery read
+    assert scores.classes == ["ca\rts"] and scores.paths.tolist() == list(NAMES) and len(scores.true) == len(NAMES)
 
 
 def test_a_table_without_odd_names_is_written_as_before(tmp_path: Path):

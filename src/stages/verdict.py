@@ -1,5 +1,7 @@
-"""DVC stage `verdict`: what `evaluate` measured -> reports/verdict.md, its validation-accuracy plot, and
-the small plot sources `dvc plots` reads from git (reports/plots/<arm>/: per-epoch curves, test confusion).
+"""DVC stage `verdict`: what `evaluate` measured -> reports/verdict.md, its plot, and the plot sources in git.
+
+The plot sources are small files `dvc plots` and the answer page read from git (reports/plots/: both
+arms' per-epoch curves, each arm's test confusion, calibration, ROC and PR, the disagreement gallery).
 
 A stage of its own, not part of `evaluate`: DVC keeps no run-cache for a stage with a `cache: false`
 output that is neither a metric nor a plot (the Markdown verdict), and scoring is the part worth
@@ -26,7 +28,7 @@ def main() -> None:
     parser.add_argument("--verdict", type=Path, required=True, help="write the verdict (Markdown) here")
     parser.add_argument("--curve-plot", type=Path, default=None, help="PNG of val accuracy vs seconds, for the verdict")
     parser.add_argument("--eval-dir", type=Path, default=None, help="folder of evaluate's <arm>/predictions.csv")
-    parser.add_argument("--plots-dir", type=Path, default=None, help="write <arm>/<curve>.tsv, <arm>/confusion.json")
+    parser.add_argument("--plots-dir", type=Path, default=None, help="write the plot sources (curves.tsv, <arm>/confusion.json, ...)")
     args = parser.parse_args()
     if args.plots_dir is not None and args.eval_dir is None:
         parser.error("--plots-dir needs --eval-dir (the confusion comes from evaluate's predictions)")

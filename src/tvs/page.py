@@ -28,7 +28,7 @@ import re
 import sys
 import textwrap
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ import pandas as pd
 from ruamel.yaml import YAMLError
 
 from tvs.config import parse_yaml
-from tvs.errors import UserError
+from tvs.errors import DataError, UserError
 from tvs.evidence import Record, current_record, differences, flatten, record_from_lock
 from tvs.io import read_csv, write_bytes, write_json, write_text
 from tvs.ladder import (
@@ -54,6 +54,7 @@ from tvs.ladder import (
     training_cost,
 )
 from tvs.markup import html_text, md_text, terminal_text, truncate
+from tvs.verdict.curves import NO_PREDICTION
 
 PAGE_MD, PAGE_HTML = "reports/answer.md", "reports/answer.html"
 DEFAULT_MARGIN = 2.0  # points; params.yaml's evaluate.equivalence_margin overrides it
@@ -132,6 +133,34 @@ class Project:
     tune_runs: pd.DataFrame | None
     tune_record: Record | None
     tune_params: Mapping[str, Any]
+    diagnostics: Mapping[str, Any] = field(default_factory=dict)
+    plot_tables: Mapping[str, pd.DataFrame] = field(default_factory=dict)  # curves, calibration, roc, pr
+
+
+PLOT_TABLES = {  # reports/plots/<name>.tsv, written by `verdict` (tvs.verdict.curves, tvs.verdict.diagnostics)
+    "curves": ("arm", "epoch", "val_accuracy", "val_loss", "train_loss"),
+    "calibration": ("arm", "point", "confidence", "accuracy", "images"),
+    "roc": ("arm", "point", "false_positive_rate", "true_positive_rate"),
+    "pr": ("arm", "point", "recall", "precision"),
+}
+
+
+def read_plot_tables(plots: Path) -> dict[str, pd.DataFrame]:
+    tables = {}
+    for name, columns in PLOT_TABLES.items():
+        path = plots / f"{name}.tsv"
+        if path.is_file():
+            try:
+                table = pd.read_csv(path, sep="\t", dtype={"arm": str})
+            except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+                raise UserError(
+                    f"{path}: not a readable TSV table ({type(err).__name__}); rerun `dvc repro verdict`"
+                ) from None
+            missing = [c for c in columns if c not in table.columns]
+            if missing:
+                raise UserError(f"{path}: no column {', '.join(missing)}; rerun `dvc repro verdict`")
+            tables[name] = table
+    return tables
 
 
 def read_project(root: Path) -> Project:
@@ -171,6 +200,8 @@ def read_project(root: Path) -> Project:
         tune_runs=read_csv_file(root / EVIDENCE / "tune/compute.csv", tune_columns),
         tune_record=kept_record(root, "tune"),
         tune_params=read_yaml_file(root / "tune/params.yaml") or {},
+        diagnostics=read_json_file(root / "reports/plots/diagnostics.json") or {},
+        plot_tables=read_plot_tables(root / "reports/plots"),
     )
 
 
@@ -208,11 +239,18 @@ def pair_of(comparison: Mapping[str, Any] | None, metrics: Mapping[str, Mapping[
     )
 
 
+def cell_count(row: Mapping[str, Any]) -> int:
+    """A confusion row's images: its ``count`` (one row per cell, ``verdict`` today), else 1 (one row per image)."""
+    count = row.get("count", 1)
+    return int(count) if isinstance(count, int | float) else 0
+
+
 def class_counts(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Test images per actual class (classes with none left out)."""
     counts: dict[str, int] = {}
     for row in rows:
-        counts[str(row.get("actual"))] = counts.get(str(row.get("actual")), 0) + 1
-    return counts
+        counts[str(row.get("actual"))] = counts.get(str(row.get("actual")), 0) + cell_count(row)
+    return {name: n for name, n in counts.items() if n}
 
 
 def study_sizes(cells: pd.DataFrame | None) -> dict[float, Repeats]:
@@ -327,12 +365,13 @@ Block = tuple[str, Any]
 
 
 def confusion_matrix(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[int]]]:
-    """Every class seen as actual or predicted, on both axes (one never predicted included), and the counts."""
-    classes = sorted({str(r.get("actual")) for r in rows} | {str(r.get("predicted")) for r in rows})
+    """Every class on both axes (one never predicted included: ``verdict`` writes a row for every cell),
+    in the order the rows name them, and the counts."""
+    classes = list(dict.fromkeys([str(r.get("actual")) for r in rows] + [str(r.get("predicted")) for r in rows]))
     index = {name: i for i, name in enumerate(classes)}
     counts = [[0] * len(classes) for _ in classes]
     for r in rows:
-        counts[index[str(r.get("actual"))]][index[str(r.get("predicted"))]] += 1
+        counts[index[str(r.get("actual"))]][index[str(r.get("predicted"))]] += cell_count(r)
     return classes, counts
 
 
@@ -350,7 +389,11 @@ def per_class(classes: Sequence[str], counts: Sequence[Sequence[int]]) -> list[t
 
 
 def blocks_for(
-    project: Project, answer: Answer, questions: Mapping[str, str], images: Mapping[str, Path]
+    project: Project,
+    answer: Answer,
+    questions: Mapping[str, str],
+    images: Mapping[str, Path],
+    thumbs: Mapping[str, bytes] | None = None,
 ) -> list[Block]:
     head = {None: "No answer yet", "pretrained": "Fine-tune", "scratch": "Train from scratch"}
     word = head.get(answer.decision, "Cannot tell" if answer.decision == "cannot tell" else "Either arm")
@@ -368,6 +411,8 @@ def blocks_for(
     blocks += [("h2", "Beneath the answer")]
     blocks += [("list", [f"**{q}** {a}" for q, a in questions.items()])]
     blocks += pair_details(project, images)
+    blocks += score_blocks(project.diagnostics)
+    blocks += gallery_blocks(project.diagnostics, thumbs or {})
     return blocks
 
 
@@ -391,12 +436,82 @@ def pair_details(project: Project, images: Mapping[str, Path]) -> list[Block]:
         header = (f"{arm}: actual (rows), predicted (columns)", *(plain(truncate(c, NAME_LIMIT)) for c in classes))
         table = [header]
         for name, row in zip(classes, counts, strict=True):
+            if name == NO_PREDICTION and not sum(row):  # a column only: no image's true class
+                continue
             total = sum(row)
             table.append(
                 (plain(truncate(name, NAME_LIMIT)), *(f"{n} ({n / total:.0%})" if total else "0" for n in row))
             )
         blocks += [("h2", f"Confusion matrix, {arm} (counts and share of each actual class)"), ("table", table)]
         blocks += [("table", [("Class", "Precision", "Recall", "F1", "Test images"), *per_class(classes, counts)])]
+    return blocks
+
+
+def score_blocks(diagnostics: Mapping[str, Any]) -> list[Block]:
+    """Calibration (ECE, Brier) and, for two classes, ROC AUC and average precision, per arm."""
+    arms = diagnostics.get("arms") or {}
+    if not isinstance(arms, Mapping) or not arms:
+        return []
+    positive = diagnostics.get("positive_class")
+    header = ("Arm", "ECE", "Brier score", *(("ROC AUC", "Average precision") if positive else ()), "Images scored")
+    rows = [header]
+    for arm, d in arms.items():
+        keys = ("ece", "brier", *(("roc_auc", "average_precision") if positive else ()))
+        rows.append(
+            (plain(arm), *(_num(d.get(k), lambda v: f"{v:.3f}") for k in keys), str(d.get("scored_images", "n/a")))
+        )
+    text = (
+        f"ECE: the image-weighted gap between confidence and accuracy over {diagnostics.get('bins', 10)} equal "
+        "confidence bins (0: calibrated). Brier score: the mean squared error of the probabilities (0 is perfect, "
+        "a uniform guess between two classes scores 0.5). Lower is better for both."
+    )
+    if positive:
+        text += (
+            f" ROC and PR take “{plain(truncate(str(positive), NAME_LIMIT))}” (the rarer class) as the positive class."
+        )
+    return [("h2", "Calibration and ranking (test split)"), ("p", text), ("table", rows)]
+
+
+def _call(call: Any) -> str:
+    if not isinstance(call, Mapping) or call.get("predicted") is None:
+        return "no prediction"
+    confidence = call.get("confidence")
+    shown = plain(truncate(str(call["predicted"]), NAME_LIMIT))
+    return f"{shown} ({confidence:.0%})" if isinstance(confidence, int | float) else shown
+
+
+def gallery_blocks(diagnostics: Mapping[str, Any], thumbs: Mapping[str, bytes]) -> list[Block]:
+    """McNemar's two cells as images (one arm right, the other wrong), then each arm's highest-loss images.
+
+    A ``gallery`` block is a table whose rows may carry a thumbnail: the HTML shows it in a first column,
+    the Markdown (no images in a pull-request comment) lists the rows only.
+    """
+    cells = diagnostics.get("disagreements") or {}
+    losses = diagnostics.get("highest_loss") or {}
+    if not cells and not losses:
+        return []
+    blocks: list[Block] = [("h2", "Where the arms disagree (test split)")]
+    where = "" if thumbs else " Thumbnails appear in the HTML page when `data/prepared` is in this clone and current."
+    blocks.append(("p", "Each image with its true class and both arms' predictions with their confidence; the "
+                        "wrong arm's most confident mistakes first." + where))  # fmt: skip
+    for key, cell in cells.items():
+        if not isinstance(cell, Mapping):
+            continue
+        winner, loser = key.split("_right_")[0], key.split("_right_")[-1].removesuffix("_wrong")
+        images = list_of(cell.get("images"))
+        title = f"{winner} right, {loser} wrong: {cell.get('count', len(images))} images"
+        title += f" (the first {len(images)} shown)" if len(images) < int(cell.get("count") or 0) else ""
+        rows = [(item.get("path"), (plain(truncate(str(item.get("path")), NAME_LIMIT)),
+                 plain(truncate(str(item.get("true")), NAME_LIMIT)), _call(item.get(winner)), _call(item.get(loser))))
+                for item in images if isinstance(item, Mapping)]  # fmt: skip
+        blocks += [("p", f"**{title}**"), ("gallery", (("Image file", "True class", winner, loser), rows, thumbs))]
+    for arm, items in losses.items():
+        rows = [(item.get("path"), (plain(truncate(str(item.get("path")), NAME_LIMIT)),
+                 plain(truncate(str(item.get("true")), NAME_LIMIT)), _call(item),
+                 _num(item.get("loss"), lambda v: f"{v:.2f}") if item.get("loss") is not None else "inf"))
+                for item in list_of(items) if isinstance(item, Mapping)]  # fmt: skip
+        header = ("Image file", "True class", f"{arm} predicted", "Loss")
+        blocks += [("p", f"**{arm}: its highest-loss test images**"), ("gallery", (header, rows, thumbs))]
     return blocks
 
 
@@ -470,6 +585,9 @@ def to_markdown(blocks: Sequence[Block]) -> str:
         elif kind == "img":
             name, path = content
             out.append(f"![{md_inline(name)}]({path.name})")
+        elif kind == "gallery":
+            header, rows, _ = content
+            out.append(to_markdown([("table", [header, *(cells for _, cells in rows)])]).rstrip("\n"))
     return "\n\n".join(out) + "\n"
 
 
@@ -477,7 +595,7 @@ CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"  # nothing 
 STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;line-height:1.45}"
     "table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #bbb;padding:.3rem .5rem;text-align:left}"
-    "img{max-width:100%}"
+    "img{max-width:100%}img.thumb{width:112px;height:112px;image-rendering:auto}"
 )
 
 
@@ -500,6 +618,14 @@ def to_html(blocks: Sequence[Block]) -> str:
             name, path = content
             data = base64.b64encode(path.read_bytes()).decode("ascii")
             body.append(f'<figure><img alt="{html_text(_unhide(name))}" src="data:image/png;base64,{data}"></figure>')
+        elif kind == "gallery":
+            header, rows, thumbs = content
+            head = "".join(f"<th>{inline(c)}</th>" for c in (*(("Image",) if thumbs else ()), *header))
+            lines = []
+            for path, cells in rows:
+                first = f"<td>{thumb_html(str(path), thumbs.get(path))}</td>" if thumbs else ""
+                lines.append("<tr>" + first + "".join(f"<td>{inline(c)}</td>" for c in cells) + "</tr>")
+            body.append(f"<table><tr>{head}</tr>{''.join(lines)}</table>")
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
@@ -507,6 +633,14 @@ def to_html(blocks: Sequence[Block]) -> str:
         + "\n".join(body)
         + "\n</body></html>\n"
     )
+
+
+def thumb_html(path: str, thumb: bytes | None) -> str:
+    """A gallery thumbnail inline (JPEG), its file name as the alternative text; empty without one."""
+    if thumb is None:
+        return ""
+    data = base64.b64encode(thumb).decode("ascii")
+    return f'<img class="thumb" alt="{html_text(path)}" src="data:image/jpeg;base64,{data}">'
 
 
 WIDTH = 99  # characters a line of the terminal answer may take
@@ -537,12 +671,54 @@ def write_page(root: Path) -> tuple[Answer, Project]:
     """Read the project under ``root``, write both forms of the page, and return the answer and what it read."""
     project = read_project(root)
     answer, questions = answer_for(project)
-    images = {"Validation accuracy by epoch, both arms": root / "reports/val_accuracy.png"}
+    images = {"Validation accuracy by seconds of training, both arms": root / "reports/val_accuracy.png"}
+    images |= draw_figures(root, project)
     images = {name: path for name, path in images.items() if path.is_file()}
-    blocks = blocks_for(project, answer, questions, images)
+    blocks = blocks_for(project, answer, questions, images, gallery_thumbnails(root, project))
     write_text(root / PAGE_MD, to_markdown(blocks))
     write_text(root / PAGE_HTML, to_html(blocks))
     return answer, project
+
+
+FIGURES = {"epochs": "reports/answer_epochs.png", "scores": "reports/answer_scores.png"}
+
+
+def draw_figures(root: Path, project: Project) -> dict[str, Path]:
+    """The page's own figures from the plot sources in git; a figure whose source is gone is removed."""
+    from tvs.page_figures import draw_epochs, draw_scores
+
+    tables, drawn = project.plot_tables, {}
+    for relative in FIGURES.values():
+        (root / relative).unlink(missing_ok=True)
+    if "curves" in tables and len(tables["curves"]):
+        draw_epochs(tables["curves"], root / FIGURES["epochs"])
+        drawn["Validation accuracy, validation loss and training loss by epoch, both arms"] = root / FIGURES["epochs"]
+    if "calibration" in tables and len(tables["calibration"]):
+        draw_scores(tables, project.diagnostics.get("positive_class"), root / FIGURES["scores"])
+        drawn["Reliability diagram (and ROC and PR curves for two classes), both arms"] = root / FIGURES["scores"]
+    return drawn
+
+
+def gallery_thumbnails(root: Path, project: Project) -> dict[str, bytes]:
+    """Thumbnails of the gallery's images, only while the single pair is current (else the prepared cache
+    may hold other images under the same names)."""
+    from tvs.page_figures import thumbnails
+
+    if project.main is None or differences(project.main, project.now, defaults=defaults()):
+        return {}
+    cells = project.diagnostics.get("disagreements") or {}
+    paths = [
+        item.get("path") for cell in cells.values() if isinstance(cell, Mapping) for item in list_of(cell.get("images"))
+    ]
+    paths += [
+        item.get("path")
+        for items in (project.diagnostics.get("highest_loss") or {}).values()
+        for item in list_of(items)
+    ]
+    try:
+        return thumbnails(root / "data/prepared", [str(p) for p in paths if isinstance(p, str)])
+    except (DataError, OSError, ValueError):
+        return {}  # a tampered or half-checked-out cache: the gallery is listed without pictures
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,58 +1,67 @@
-"""The plot sources kept in git: each arm's per-epoch curves and test confusion, for `dvc plots`.
+"""The plot sources kept in git: both arms' per-epoch curves and each arm's test confusion, for `dvc plots`.
 
-DVCLive's curves (``dvclive/<arm>``) and the confusion data (``eval/<arm>``) live in cached
+DVCLive's curves (``dvclive/<arm>``) and the per-image predictions (``eval/<arm>``) live in cached
 outputs, which a fresh clone without a remote does not have; these small copies are written by the
 ``verdict`` stage as plain ``cache: false`` outputs (in git), so ``dvc plots show`` and
 ``dvc plots diff main`` work in any clone. They come from the checkpoints' sidecars (the history)
 and ``evaluate``'s per-image predictions, not from DVCLive's files, so that ``verdict`` reads only
 what it declares.
+
+The curves are one long table (``curves.tsv``: a row per arm and epoch), so that a plot colours and
+names each arm by the column ``arm`` (``.dvc/plots/arms_by_epoch.json``); a confusion matrix is one
+row per (actual, predicted) cell of every class, so that a class never predicted still has its column
+(``.dvc/plots/confusion_cells.json``). The rest of the predictions' story (calibration, ROC and PR,
+the disagreement gallery) is :mod:`tvs.verdict.diagnostics`.
 """
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from tvs.errors import DataError
+import numpy as np
+
 from tvs.io import write_json, write_text
+from tvs.verdict.diagnostics import Scores, read_scores, write_diagnostics
 
-# The history keys drawn per epoch (dvc.yaml's top-level `plots:` names one file per arm and key).
+# The history keys drawn per epoch (dvc.yaml's top-level `plots:` draws each from curves.tsv).
 CURVES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_seconds")
+CURVES_FILE = "curves.tsv"
 CONFUSION = "confusion.json"
 PREDICTIONS = "predictions.csv"  # evaluate's per-image predictions, under <eval-dir>/<arm>/
+NO_PREDICTION = "(no prediction)"  # the column of images whose probabilities were not finite
 
 
-def curve_tsv(history: Sequence[Mapping[str, float]], key: str) -> str:
-    """One curve of a training history as a TSV of ``epoch`` (1-based, as in the metrics) and ``key``."""
-    lines = [f"epoch\t{key}", *(f"{row['epoch']}\t{row[key]!r}" for row in history)]
+def curves_tsv(histories: Mapping[str, Sequence[Mapping[str, float]]]) -> str:
+    """Every arm's training history as one TSV: ``arm``, ``epoch`` (1-based, as in the metrics), the keys."""
+    lines = ["\t".join(("arm", "epoch", *CURVES))]
+    for arm, history in histories.items():
+        lines += ["\t".join((arm, str(row["epoch"]), *(repr(row[key]) for key in CURVES))) for row in history]
     return "\n".join(lines) + "\n"
 
 
-def confusion_rows(true: Sequence[str], predicted: Sequence[str]) -> list[dict[str, str]]:
-    """One ``{actual, predicted}`` row per test image: the rows DVC's ``confusion`` template counts."""
-    if len(true) != len(predicted):
-        raise ValueError(f"{len(true)} true labels but {len(predicted)} predictions")
-    return [{"actual": t, "predicted": p} for t, p in zip(true, predicted, strict=True)]
-
-
-def read_predictions(path: str | Path) -> tuple[list[str], list[str]]:
-    """The true and predicted class of each test image in ``evaluate``'s ``predictions.csv``."""
-    path = Path(path)
-    try:
-        with path.open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file; run `evaluate` first") from None
-    if rows and not {"true", "predicted"} <= rows[0].keys():
-        raise DataError(f"{path}: needs the columns `true` and `predicted`; rerun `evaluate`")
-    return [row["true"] for row in rows], [row["predicted"] for row in rows]
+def confusion_cells(scores: Scores) -> list[dict[str, Any]]:
+    """One row per (actual, predicted) cell over every class, zeros included: ``count`` and ``share``
+    (of the actual class's images, 0 for a class with no test image); a column ``(no prediction)`` is
+    added only if some image got no finite probabilities."""
+    k = len(scores.classes)
+    predicted = np.where(scores.predicted < 0, k, scores.predicted)
+    counts = np.zeros((k, k + 1), dtype=int)
+    np.add.at(counts, (scores.true, predicted), 1)
+    columns = [*scores.classes, NO_PREDICTION] if counts[:, k].any() else list(scores.classes)
+    rows = []
+    for i, actual in enumerate(scores.classes):
+        total = counts[i].sum()
+        for j, name in enumerate(columns):
+            n = int(counts[i, j])
+            rows.append({"actual": actual, "predicted": name, "count": n, "share": n / total if total else 0.0})
+    return rows
 
 
 def write_plot_sources(plots_dir: Path, histories: Mapping[str, Sequence[Mapping[str, float]]], eval_dir: Path) -> None:
-    """Write ``<plots_dir>/<arm>/<curve>.tsv`` for each curve and ``<plots_dir>/<arm>/confusion.json``."""
-    for arm, history in histories.items():
-        for key in CURVES:
-            write_text(Path(plots_dir) / arm / f"{key}.tsv", curve_tsv(history, key))
-        true, predicted = read_predictions(Path(eval_dir) / arm / PREDICTIONS)
-        write_json(Path(plots_dir) / arm / CONFUSION, confusion_rows(true, predicted))
+    """Write ``<plots_dir>/curves.tsv``, ``<plots_dir>/<arm>/confusion.json`` and the diagnostics."""
+    write_text(Path(plots_dir) / CURVES_FILE, curves_tsv(histories))
+    for arm in histories:
+        write_json(Path(plots_dir) / arm / CONFUSION, confusion_cells(read_scores(Path(eval_dir) / arm / PREDICTIONS)))
+    write_diagnostics(Path(plots_dir), Path(eval_dir), tuple(histories))
