@@ -122,13 +122,39 @@ def test_local_weights_folder_is_a_dependency_of_the_pretrained_arm_only():
     assert not any("weights" in str(dep).split("/")[-1:] for dep in study["train_scratch"]["deps"])
 
 
-@pytest.mark.parametrize("arm", ["pretrained", "scratch"])
-def test_study_cells_read_the_main_training_params_but_the_seed_they_set(arm: str):
-    """A study cell runs the main stage's script on ../params.yaml: the same keys, bar ``seed`` (``--set``)."""
-    main = stages(PROJECT / "dvc.yaml")[f"train_{arm}"]["params"]
-    (cell,) = stages(PROJECT / "study" / "dvc.yaml")[f"train_{arm}"]["params"]
-    assert "--set seed=" in stages(PROJECT / "study" / "dvc.yaml")[f"train_{arm}"]["cmd"]
-    assert sorted(cell["../params.yaml"]) == sorted(set(main) - {"seed"})
+def expand(keys: list[str], params: dict) -> set[str]:
+    """Declared params as leaf keys of ``params.yaml``: a section stands for each of its keys."""
+    out = set()
+    for key in keys:
+        value = params.get(key) if "." not in key else None
+        out |= {f"{key}.{sub}" for sub in value} if isinstance(value, dict) else {key}
+    return out
+
+
+# Each training stage of the study and the tuning grid, and the main stage whose script it runs.
+GRID_TRAINING = [
+    ("study", "train_pretrained", "train_pretrained"),
+    ("study", "train_scratch", "train_scratch"),
+    *(("tune", f"{phase}_{arm}", f"train_{arm}") for phase in ("search", "final") for arm in ("pretrained", "scratch")),
+]
+
+
+@pytest.mark.parametrize(("pipeline", "name", "main_name"), GRID_TRAINING)
+def test_a_grid_cell_declares_the_main_stages_params_but_the_keys_it_sets(pipeline: str, name: str, main_name: str):
+    """A cell runs the main stage's script on ../params.yaml, with some keys set on its command line
+    (``--set seed=``, ``data.train_fraction``, ``train.epochs``, ``data.image_size``). It declares every
+    key the main stage does but those: changing a key in params.yaml that every cell overrides reruns
+    no cell (its result cannot change), changing any other one reruns them all."""
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    stage = stages(PROJECT / pipeline / "dvc.yaml")[name]
+    overridden = set(re.findall(r"--set ([\w.]+)=", stage["cmd"]))
+    if chosen := re.search(r'--set "\$\(cat (selected/\w+\.set)\)"', stage["cmd"]):
+        assert chosen[1] in stage["deps"]  # the chosen lr, `lr=<value>`, is a file the stage depends on
+        overridden.add("lr")
+    declared = next(p["../params.yaml"] for p in stage["params"] if isinstance(p, dict))
+    main = expand(stages(PROJECT / "dvc.yaml")[main_name]["params"], params)
+    assert expand(declared, params) == main - overridden
+    assert overridden and overridden <= main  # what it sets is what the main stage reads
 
 
 def test_output_roots_come_from_dvc_yaml():

@@ -100,6 +100,18 @@ def test_adding_a_fraction_leaves_every_existing_cell_up_to_date(repo: Path):
     assert stale_stages(repo / "study") == set()
 
 
+def test_a_key_every_cell_sets_reruns_no_cell_and_another_key_reruns_the_training_cells(repo: Path):
+    """``data.train_fraction`` is set by each cell on its command line, so params.yaml's value cannot change
+    a cell's result: changing it stales the main pipeline only. ``train.label_smoothing`` reaches every cell."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    (repo / "params.yaml").write_text(yaml.safe_dump({**params, "data": {**params["data"], "train_fraction": 0.5}}))
+    assert stale_stages(repo / "study") == set()
+    changed = {**params, "train": {**params["train"], "label_smoothing": 0.05}}
+    (repo / "params.yaml").write_text(yaml.safe_dump(changed))
+    training = {name for name in cells([0.5, 1.0], [0]) if name.startswith("train_")}
+    assert training <= stale_stages(repo / "study")
+
+
 def test_the_main_evaluate_and_verdict_write_the_verdict_and_its_plot_from_real_checkpoints(repo: Path):
     assert "evaluate" in dvc(repo, "stage", "list")  # the main dvc.yaml, with its new outputs, parses
     models = repo / "study" / "models"
