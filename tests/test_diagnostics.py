@@ -99,6 +99,21 @@ def test_roc_auc_and_average_precision_match_known_cases():
     assert two_class_curves(reversed_, positive=1)[2] == 0.0
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_roc_auc_and_average_precision_equal_scikit_learns_with_ties(seed: int):
+    from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, 2, 200)
+    p = np.round(np.clip(0.5 + 0.3 * (true - 0.5) + rng.normal(0, 0.25, 200), 0, 1), 1)  # coarse: many ties
+    s = scores(true.tolist(), np.c_[1 - p, p].tolist())
+    roc, _, auc, ap = two_class_curves(s, positive=1)
+    assert auc == pytest.approx(roc_auc_score(true, p)) and ap == pytest.approx(average_precision_score(true, p))
+    fpr, tpr, _ = roc_curve(true, p, drop_intermediate=False)
+    assert roc["false_positive_rate"].tolist() == pytest.approx(fpr.tolist())
+    assert roc["true_positive_rate"].tolist() == pytest.approx(tpr.tolist())
+
+
 def test_a_long_curve_is_thinned_keeping_both_ends():
     curve = pd.DataFrame({"x": np.arange(1000)})
     kept = thin(curve, 100)

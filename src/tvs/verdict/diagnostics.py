@@ -118,17 +118,32 @@ def thin(points: pd.DataFrame, limit: int = CURVE_POINTS) -> pd.DataFrame:
     return points.iloc[keep]
 
 
-def two_class_curves(scores: Scores, positive: int) -> tuple[pd.DataFrame, pd.DataFrame, float, float]:
-    """ROC and PR curves of ``positive``'s probability, with ROC AUC and average precision (scikit-learn)."""
-    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+def ranked_counts(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """True and false positives above each distinct threshold of ``p``, highest first (ties move together)."""
+    order = np.argsort(-p, kind="stable")
+    y, p = y[order], p[order]
+    last = np.r_[np.flatnonzero(np.diff(p)), len(p) - 1]  # the last image at each distinct score
+    tp = np.cumsum(y)[last]
+    return tp, (last + 1) - tp
 
+
+def two_class_curves(scores: Scores, positive: int) -> tuple[pd.DataFrame, pd.DataFrame, float, float]:
+    """ROC and PR curves of ``positive``'s probability, with ROC AUC (trapezoids) and average precision
+    (the precision at each threshold weighted by the recall it adds), as scikit-learn defines them; numpy
+    only, so that the ``verdict`` stage does not load scikit-learn for it."""
     y = (scores.true[scores.finite] == positive).astype(int)
     p = scores.probs[scores.finite][:, positive]
-    fpr, tpr, _ = roc_curve(y, p)
-    precision, recall, _ = precision_recall_curve(y, p)
+    tp, fp = ranked_counts(y, p)
+    positives, negatives = int(y.sum()), len(y) - int(y.sum())
+    fpr = np.r_[0.0, fp / negatives] if negatives else np.r_[0.0, np.zeros(len(fp))]
+    tpr = np.r_[0.0, tp / positives] if positives else np.r_[0.0, np.zeros(len(tp))]
+    recall = tp / positives if positives else np.zeros(len(tp))
+    precision = tp / (tp + fp)
     roc = thin(pd.DataFrame({"false_positive_rate": fpr, "true_positive_rate": tpr}))
-    pr = thin(pd.DataFrame({"recall": recall[::-1], "precision": precision[::-1]}))
-    return roc, pr, float(roc_auc_score(y, p)), float(average_precision_score(y, p))
+    pr = thin(pd.DataFrame({"recall": np.r_[0.0, recall], "precision": np.r_[1.0, precision]}))
+    auc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+    ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return roc, pr, auc, ap
 
 
 def _call(scores: Scores, i: int) -> dict[str, Any]:
