@@ -86,6 +86,18 @@ def test_no_break_even_while_scratch_sits_at_the_baseline():
     assert "too few to estimate" in break_even({20.0: Repeats((0.9, 0.8), (0.3, 0.2))}, 0.25, 0.95, MARGIN)
 
 
+def test_arms_alike_only_at_the_baseline_are_cannot_tell_not_either():
+    """The own-data run that showed it: 4 test images, both arms at 50% on two tied classes, a CI of 0 to 0."""
+    at_floor = pair_rung(Pair(0.5, 0.5, 0.0, 0.0, 1.0, 4, 0.95), 0.05, MARGIN, "make repro")
+    assert at_floor.decision == EQUIVALENT  # the rule alone would say so
+    answer = decide_ladder([at_floor], MARGIN, baseline_from_counts({"a": 2, "b": 2}))
+    assert answer.decision == CANNOT_TELL and answer.headline.startswith("Cannot tell.")
+    assert any("pretrained and scratch are not above the baseline (50.0%)" in note for note in answer.notes)
+    assert answer.rungs[0].decision == CANNOT_TELL
+    learnt = pair_rung(Pair(0.9, 0.9, -0.01, 0.01, 1.0, 400, 0.95), 0.05, MARGIN, "make repro")
+    assert decide_ladder([learnt], MARGIN, baseline_from_counts({"a": 2, "b": 2})).decision == EQUIVALENT
+
+
 def test_tied_class_counts_make_the_baseline_one_over_k_with_no_class_named():
     tied = baseline_from_counts({"one": 10, "two": 10, "three": 10, "four": 10})
     assert tied.accuracy == pytest.approx(0.25) and tied.tied and "1/4" in tied.describe()

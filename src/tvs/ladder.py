@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tvs.evaluate.stats import Estimate, mean_ci
 
@@ -103,6 +103,7 @@ class Rung:
     decision: str | None  # PRETRAINED, SCRATCH, EQUIVALENT, CANNOT_TELL; None when it cannot decide
     next_step: str  # the command that adds it (or more of it) and what that costs
     reasons: tuple[str, ...] = ()  # why it is stale
+    accuracy: tuple[float, float] | None = None  # (pretrained, scratch): the means it compares
 
     @property
     def governs_ok(self) -> bool:
@@ -170,7 +171,7 @@ def pair_rung(pair: Pair | None, alpha: float, margin: float, next_step: str, re
         f"{pair.test_images} test images; McNemar {p})"
     )
     status = "stale" if reasons else "measured"
-    return Rung("c", title, status, result, decision, next_step, tuple(reasons))
+    return Rung("c", title, status, result, decision, next_step, tuple(reasons), (pair.pretrained, pair.scratch))
 
 
 def repeats_rung(
@@ -197,7 +198,8 @@ def repeats_rung(
     assert est.low is not None and est.high is not None  # n >= 3
     decision = judge(est.low, est.high, margin)
     result = f"{means}: {pp(est.mean)} ({ci_text(est.low, est.high, confidence)}, Student t over the repeats)"
-    return Rung(key, title, "stale" if reasons else "measured", result, decision, next_step, tuple(reasons))
+    status = "stale" if reasons else "measured"
+    return Rung(key, title, status, result, decision, next_step, tuple(reasons), (mean_p, mean_s))
 
 
 def decide_ladder(rungs: Sequence[Rung], margin: float, baseline: Baseline | None) -> Answer:
@@ -213,6 +215,17 @@ def decide_ladder(rungs: Sequence[Rung], margin: float, baseline: Baseline | Non
         )
         return Answer(None, headline, None, tuple(rungs), tuple(notes))
     assert governing.decision is not None
+    floor = baseline.accuracy if baseline is not None else None
+    if governing.decision == EQUIVALENT and floor is not None and governing.accuracy is not None:
+        failed = [arm for arm, acc in zip(ARMS, governing.accuracy, strict=True) if acc <= floor + 1e-12]
+        if failed:  # alike only in failing: no equivalence claim at the baseline
+            arms = " and ".join(failed)
+            notes.append(
+                f"The arms' difference lies inside the margin, but {arms} {'is' if len(failed) == 1 else 'are'} "
+                f"not above the baseline ({pct(floor)}): alike only in learning nothing, so no equivalence is claimed."
+            )
+            governing = replace(governing, decision=CANNOT_TELL)
+            rungs = [governing if r.key == governing.key else r for r in rungs]
     words = decision_words(governing.decision, margin)
     strength = {
         "a": "the strongest rung: tuned against tuned over repeated splits",
@@ -293,6 +306,8 @@ def catch_up(schedules: Mapping[int, Repeats], confidence: float, margin: float,
 
 def training_cost(runs: int, seconds_per_run: float | None) -> str:
     """``12 training runs, about 40 min here`` from a count and the seconds one run took on this machine."""
+    if runs <= 0:
+        return "its params file lists no runs"
     if seconds_per_run is None or not math.isfinite(seconds_per_run):
         return f"{runs} training runs"
     total = runs * seconds_per_run
