@@ -15,7 +15,7 @@ import yaml
 
 from tvs.errors import DataError
 from tvs.io import write_csv
-from tvs.verdict.curves import NO_PREDICTION, confusion_cells, curves_tsv, write_plot_sources
+from tvs.verdict.curves import NO_PREDICTION, confusion_cells, curves_table, write_plot_sources
 from tvs.verdict.diagnostics import (
     Scores,
     brier_score,
@@ -179,10 +179,17 @@ def test_the_confusion_has_every_class_on_both_axes_with_counts_and_row_shares()
 def test_the_curves_are_one_table_a_row_per_arm_and_whole_epoch():
     history = [{"epoch": e, "train_loss": 0.5, "train_accuracy": 0.5, "val_loss": 0.25, "val_accuracy": 0.75,
                 "lr": 1e-3, "epoch_seconds": 2.0} for e in (1, 2)]  # fmt: skip
-    text = curves_tsv({"pretrained": history, "scratch": history[:1]})
-    lines = text.splitlines()
-    assert lines[0] == "arm\tepoch\ttrain_loss\ttrain_accuracy\tval_loss\tval_accuracy\tlr\tepoch_seconds"
-    assert [line.split("\t")[:2] for line in lines[1:]] == [["pretrained", "1"], ["pretrained", "2"], ["scratch", "1"]]
+    table = curves_table({"pretrained": history, "scratch": history[:1]})
+    assert list(table.columns) == ["arm", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
+                                   "epoch_seconds"]  # fmt: skip
+    assert table[["arm", "epoch"]].values.tolist() == [["pretrained", 1], ["pretrained", 2], ["scratch", 1]]
+    assert list(curves_table({"pretrained": [], "scratch": []}).columns)[:2] == ["arm", "epoch"]  # diverged at once
+
+
+def test_the_no_prediction_column_is_named_as_evaluate_names_it():
+    from tvs.evaluate.scoring import NO_PREDICTION_NAME
+
+    assert NO_PREDICTION == NO_PREDICTION_NAME  # verdict cannot import evaluate's module (torch): one name, checked
 
 
 def test_read_scores_names_the_file_and_round_trips_odd_names(tmp_path: Path):
@@ -218,13 +225,13 @@ def test_verdict_writes_every_file_the_top_level_plots_read_roc_and_pr_for_two_c
                 "lr": 1e-3, "epoch_seconds": 2.0}]  # fmt: skip
     plots = tmp_path / "reports" / "plots"
     plots.mkdir(parents=True)
-    (plots / "roc.tsv").write_text("stale\n")  # from an earlier two-class run
+    (plots / "roc.csv").write_text("stale\n")  # from an earlier two-class run
     for arm in ("pretrained", "scratch"):
         (tmp_path / "eval" / arm).mkdir(parents=True)
         predictions_csv(tmp_path / "eval" / arm / "predictions.csv", s)
     write_plot_sources(plots, {"pretrained": history, "scratch": history}, tmp_path / "eval")
     written = {p.relative_to(tmp_path).as_posix() for p in plots.glob("**/*") if p.is_file()}
-    two_class_only = {"reports/plots/roc.tsv", "reports/plots/pr.tsv"}
+    two_class_only = {"reports/plots/roc.csv", "reports/plots/pr.csv"}
     expected = plot_files() | {"reports/plots/diagnostics.json"}
     assert written == (expected if k == 2 else expected - two_class_only)
     content = json.loads((plots / "diagnostics.json").read_text())

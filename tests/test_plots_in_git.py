@@ -30,7 +30,7 @@ def plot_files(plots: list[dict]) -> set[str]:
     return files
 
 
-# The unit tests of the sources themselves (curves.tsv, confusion cells, diagnostics): test_diagnostics.py.
+# The unit tests of the sources themselves (curves.csv, confusion cells, diagnostics): test_diagnostics.py.
 
 
 # --- the project's dvc.yaml and .gitignore files ----------------------------------------------
@@ -41,8 +41,8 @@ def test_top_level_plots_read_only_the_verdict_stages_uncached_outputs():
     outs = {next(iter(o)): o[next(iter(o))] for o in verdict["outs"] if isinstance(o, dict)}
     assert outs["reports/plots"] == {"cache": False}
     files = plot_files(top_level_plots())
-    assert files == {"reports/plots/curves.tsv", "reports/plots/calibration.tsv", "reports/plots/roc.tsv",
-                     "reports/plots/pr.tsv", *(f"reports/plots/{arm}/confusion.json" for arm in ARMS)}  # fmt: skip
+    assert files == {"reports/plots/curves.csv", "reports/plots/calibration.csv", "reports/plots/roc.csv",
+                     "reports/plots/pr.csv", *(f"reports/plots/{arm}/confusion.json" for arm in ARMS)}  # fmt: skip
 
 
 def test_no_gitignore_hides_the_plot_sources():

@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--verdict", type=Path, required=True, help="write the verdict (Markdown) here")
     parser.add_argument("--curve-plot", type=Path, default=None, help="PNG of val accuracy vs seconds, for the verdict")
     parser.add_argument("--eval-dir", type=Path, default=None, help="folder of evaluate's <arm>/predictions.csv")
-    parser.add_argument("--plots-dir", type=Path, default=None, help="write the plot sources here (curves.tsv, ...)")
+    parser.add_argument("--plots-dir", type=Path, default=None, help="write the plot sources here (curves.csv, ...)")
     args = parser.parse_args()
     if args.plots_dir is not None and args.eval_dir is None:
         parser.error("--plots-dir needs --eval-dir (the confusion comes from evaluate's predictions)")

@@ -36,7 +36,7 @@ import pandas as pd
 from ruamel.yaml import YAMLError
 
 from tvs.config import parse_yaml
-from tvs.errors import DataError, UserError
+from tvs.errors import UserError
 from tvs.evidence import Record, current_record, differences, flatten, record_from_lock
 from tvs.io import read_csv, write_bytes, write_json, write_text
 from tvs.ladder import (
@@ -137,30 +137,12 @@ class Project:
     plot_tables: Mapping[str, pd.DataFrame] = field(default_factory=dict)  # curves, calibration, roc, pr
 
 
-PLOT_TABLES = {  # reports/plots/<name>.tsv, written by `verdict` (tvs.verdict.curves, tvs.verdict.diagnostics)
+PLOT_TABLES = {  # reports/plots/<name>.csv, written by `verdict` (tvs.verdict.curves, tvs.verdict.diagnostics)
     "curves": ("arm", "epoch", "val_accuracy", "val_loss", "train_loss"),
     "calibration": ("arm", "point", "confidence", "accuracy", "images"),
     "roc": ("arm", "point", "false_positive_rate", "true_positive_rate"),
     "pr": ("arm", "point", "recall", "precision"),
 }
-
-
-def read_plot_tables(plots: Path) -> dict[str, pd.DataFrame]:
-    tables = {}
-    for name, columns in PLOT_TABLES.items():
-        path = plots / f"{name}.tsv"
-        if path.is_file():
-            try:
-                table = pd.read_csv(path, sep="\t", dtype={"arm": str})
-            except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-                raise UserError(
-                    f"{path}: not a readable TSV table ({type(err).__name__}); rerun `dvc repro verdict`"
-                ) from None
-            missing = [c for c in columns if c not in table.columns]
-            if missing:
-                raise UserError(f"{path}: no column {', '.join(missing)}; rerun `dvc repro verdict`")
-            tables[name] = table
-    return tables
 
 
 def read_project(root: Path) -> Project:
@@ -201,7 +183,11 @@ def read_project(root: Path) -> Project:
         tune_record=kept_record(root, "tune"),
         tune_params=read_yaml_file(root / "tune/params.yaml") or {},
         diagnostics=read_json_file(root / "reports/plots/diagnostics.json") or {},
-        plot_tables=read_plot_tables(root / "reports/plots"),
+        plot_tables={
+            name: table
+            for name, columns in PLOT_TABLES.items()
+            if (table := read_csv_file(root / f"reports/plots/{name}.csv", columns)) is not None
+        },
     )
 
 
@@ -717,7 +703,7 @@ def gallery_thumbnails(root: Path, project: Project) -> dict[str, bytes]:
     ]
     try:
         return thumbnails(root / "data/prepared", [str(p) for p in paths if isinstance(p, str)])
-    except (DataError, OSError, ValueError):
+    except (OSError, ValueError):  # DataError is a ValueError
         return {}  # a tampered or half-checked-out cache: the gallery is listed without pictures
 
 

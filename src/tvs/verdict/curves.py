@@ -7,7 +7,7 @@ outputs, which a fresh clone without a remote does not have; these small copies 
 and ``evaluate``'s per-image predictions, not from DVCLive's files, so that ``verdict`` reads only
 what it declares.
 
-The curves are one long table (``curves.tsv``: a row per arm and epoch), so that a plot colours and
+The curves are one long table (``curves.csv``: a row per arm and epoch), so that a plot colours and
 names each arm by the column ``arm`` (``.dvc/plots/arms_by_epoch.json``); a confusion matrix is one
 row per (actual, predicted) cell of every class, so that a class never predicted still has its column
 (``.dvc/plots/confusion_cells.json``). The rest of the predictions' story (calibration, ROC and PR,
@@ -21,24 +21,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from tvs.io import write_json, write_text
+from tvs.io import write_csv, write_json
 from tvs.verdict.diagnostics import Scores, read_scores, write_diagnostics
 
-# The history keys drawn per epoch (dvc.yaml's top-level `plots:` draws each from curves.tsv).
+# The history keys drawn per epoch (dvc.yaml's top-level `plots:` draws each from curves.csv).
 CURVES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_seconds")
-CURVES_FILE = "curves.tsv"
+CURVES_FILE = "curves.csv"
 CONFUSION = "confusion.json"
 PREDICTIONS = "predictions.csv"  # evaluate's per-image predictions, under <eval-dir>/<arm>/
 NO_PREDICTION = "(no prediction)"  # the column of images whose probabilities were not finite
 
 
-def curves_tsv(histories: Mapping[str, Sequence[Mapping[str, float]]]) -> str:
-    """Every arm's training history as one TSV: ``arm``, ``epoch`` (1-based, as in the metrics), the keys."""
-    lines = ["\t".join(("arm", "epoch", *CURVES))]
-    for arm, history in histories.items():
-        lines += ["\t".join((arm, str(row["epoch"]), *(repr(row[key]) for key in CURVES))) for row in history]
-    return "\n".join(lines) + "\n"
+def curves_table(histories: Mapping[str, Sequence[Mapping[str, float]]]) -> pd.DataFrame:
+    """Every arm's training history as one table: ``arm``, ``epoch`` (1-based, as in the metrics), the keys."""
+    rows = [{"arm": arm, "epoch": row["epoch"], **{key: row[key] for key in CURVES}} for arm, h in histories.items()
+            for row in h]  # fmt: skip
+    return pd.DataFrame(rows, columns=["arm", "epoch", *CURVES])
 
 
 def confusion_cells(scores: Scores) -> list[dict[str, Any]]:
@@ -60,8 +60,10 @@ def confusion_cells(scores: Scores) -> list[dict[str, Any]]:
 
 
 def write_plot_sources(plots_dir: Path, histories: Mapping[str, Sequence[Mapping[str, float]]], eval_dir: Path) -> None:
-    """Write ``<plots_dir>/curves.tsv``, ``<plots_dir>/<arm>/confusion.json`` and the diagnostics."""
-    write_text(Path(plots_dir) / CURVES_FILE, curves_tsv(histories))
-    for arm in histories:
-        write_json(Path(plots_dir) / arm / CONFUSION, confusion_cells(read_scores(Path(eval_dir) / arm / PREDICTIONS)))
-    write_diagnostics(Path(plots_dir), Path(eval_dir), tuple(histories))
+    """Write ``<plots_dir>/curves.csv``, ``<plots_dir>/<arm>/confusion.json`` and the diagnostics, each arm's
+    predictions read once."""
+    write_csv(curves_table(histories), Path(plots_dir) / CURVES_FILE)
+    scores = {arm: read_scores(Path(eval_dir) / arm / PREDICTIONS) for arm in histories}
+    for arm, arm_scores in scores.items():
+        write_json(Path(plots_dir) / arm / CONFUSION, confusion_cells(arm_scores))
+    write_diagnostics(Path(plots_dir), scores)

@@ -4,8 +4,8 @@ Read from ``evaluate``'s ``eval/<arm>/predictions.csv`` (one row per test image:
 predicted class, one ``p_<class>`` column per class) and written by the ``verdict`` stage into
 ``reports/plots/`` (in git), where ``dvc plots`` and the answer page (:mod:`tvs.page`) read them:
 
-- ``calibration.tsv``: the reliability diagram, one row per arm and confidence bin;
-- ``roc.tsv`` and ``pr.tsv``: both arms' ROC and precision-recall curves (two-class tasks only);
+- ``calibration.csv``: the reliability diagram, one row per arm and confidence bin;
+- ``roc.csv`` and ``pr.csv``: both arms' ROC and precision-recall curves (two-class tasks only);
 - ``diagnostics.json``: each arm's ECE, Brier score (and ROC AUC, average precision), the disagreement
   gallery (McNemar's two cells: one arm right, the other wrong) and each arm's highest-loss images.
 
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from tvs.errors import DataError
-from tvs.io import read_csv, write_json, write_text
+from tvs.io import read_csv, write_csv, write_json
 
 BINS = 10  # equal-width confidence bins of the reliability diagram and the ECE
 GALLERY = 8  # images shown per disagreement cell (the most confident mistakes first)
@@ -190,13 +190,6 @@ def highest_loss(scores: Scores, limit: int = HIGHEST_LOSS) -> list[dict[str, An
     ]  # fmt: skip
 
 
-def tsv(table: pd.DataFrame) -> str:
-    """A small numeric table as TSV (``repr`` floats: the same numbers give the same bytes)."""
-    lines = ["\t".join(table.columns)]
-    lines += ["\t".join(v if isinstance(v, str) else repr(v) for v in row) for row in table.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
-
-
 def arm_column(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """The arms' tables stacked, each row named by its arm (``arm``) and numbered within it (``point``: the
     order a plot joins the points in, which sorting by x would break where a curve rises vertically)."""
@@ -233,14 +226,14 @@ def diagnose(arms: Mapping[str, Scores]) -> tuple[dict[str, Any], dict[str, pd.D
     return content, tables
 
 
-def write_diagnostics(plots_dir: Path, eval_dir: Path, arms: tuple[str, ...] = ("pretrained", "scratch")) -> None:
-    """Read each arm's ``predictions.csv`` under ``eval_dir`` and write the files this module's docstring
-    lists under ``plots_dir`` (ROC and PR: removed when the task is not two-class)."""
-    content, tables = diagnose({arm: read_scores(Path(eval_dir) / arm / "predictions.csv") for arm in arms})
+def write_diagnostics(plots_dir: Path, arms: Mapping[str, Scores]) -> None:
+    """Write the files this module's docstring lists under ``plots_dir`` from each arm's scores (ROC and
+    PR: removed when the task is not two-class)."""
+    content, tables = diagnose(arms)
     for name in ("calibration", "roc", "pr"):
-        path = Path(plots_dir) / f"{name}.tsv"
+        path = Path(plots_dir) / f"{name}.csv"
         if name in tables:
-            write_text(path, tsv(tables[name]))
+            write_csv(tables[name], path)
         else:
             path.unlink(missing_ok=True)
     write_json(Path(plots_dir) / "diagnostics.json", content)
