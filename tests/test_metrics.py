@@ -1,11 +1,14 @@
-"""Metrics against hand-computed cases."""
+"""Metrics against hand-computed cases, and the numpy scores against scikit-learn's."""
 
 import math
+import subprocess
+import sys
 import warnings
 
 import numpy as np
 import pytest
 
+from tvs.compute.scores import balanced_accuracy, confusion_counts, log_loss, macro_f1
 from tvs.evaluate.metrics import (
     METRIC_KEYS,
     arm_metrics,
@@ -91,3 +94,36 @@ def test_tied_test_classes_are_flagged_so_no_class_is_named_as_the_majority():
     tied = baseline(np.array([0, 0, 1, 1, 2, 2]), ["one", "two", "three"])
     assert tied["majority_tied"] == 1 and tied["majority_accuracy"] == pytest.approx(1 / 3)
     assert baseline(np.array([0, 0, 1]), ["one", "two"])["majority_tied"] == 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_numpy_scores_equal_scikit_learns_on_random_predictions(seed: int):
+    from sklearn import metrics as sk
+
+    rng = np.random.default_rng(seed)
+    classes, n = int(rng.integers(2, 6)), int(rng.integers(1, 40))
+    labels = rng.integers(0, classes - int(seed % 2), n)  # odd seeds: the last class absent from the split
+    logits = rng.normal(size=(n, classes)) * 3
+    probs = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32 if seed < 3 else np.float64)
+    probs[0, :] = np.nan if seed in (2, 5) else probs[0, :]  # a row without a prediction
+    predicted = np.where(np.isfinite(probs).all(1), np.nan_to_num(probs).argmax(1), -1)
+    every = np.arange(classes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = {
+            "balanced": sk.balanced_accuracy_score(labels, predicted),
+            "f1": sk.f1_score(labels, predicted, labels=every, average="macro", zero_division=0),
+            "confusion": sk.confusion_matrix(labels, predicted, labels=every).tolist(),
+        }
+    assert balanced_accuracy(labels, predicted, classes) == pytest.approx(expected["balanced"])
+    assert macro_f1(labels, predicted, classes) == pytest.approx(expected["f1"])
+    assert confusion_counts(labels, predicted, classes).tolist() == expected["confusion"]
+    finite = np.where(np.isfinite(probs).all(1, keepdims=True), probs, 1 / classes)
+    assert log_loss(labels, finite) == pytest.approx(sk.log_loss(labels, finite, labels=every), rel=1e-5)
+
+
+def test_a_stage_process_loads_neither_scikit_learn_nor_scipy_to_score():
+    # The scores are numpy (above): training and evaluate do not pay ~1.5 s a process to import them.
+    code = "import sys, tvs.train.loop, tvs.evaluate.metrics; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "'torch'" in loaded and "'sklearn'" not in loaded and "'scipy'" not in loaded

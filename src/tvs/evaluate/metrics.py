@@ -1,13 +1,12 @@
-"""Test-set metrics of one arm and the comparison of the two (scikit-learn does the maths)."""
+"""Test-set metrics of one arm and the comparison of the two (the formulas: :mod:`~tvs.compute.scores`)."""
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, log_loss
 
+from tvs.compute.scores import balanced_accuracy, confusion_counts, log_loss, macro_f1
 from tvs.evaluate.stats import accuracy_ci
 
 # The keys every arm's metrics file has; comparison.json has the same keys, holding differences,
@@ -36,23 +35,20 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, f
     An image without finite probabilities is misclassified, and scored as a uniform guess
     (``ln C``) in the log loss: it said nothing about its class.
     """
-    classes = np.arange(probs.shape[1])
+    classes = probs.shape[1]
     predicted = predicted_classes(probs)
-    finite = np.where(np.isfinite(probs).all(1, keepdims=True), probs, 1 / probs.shape[1])
-    with warnings.catch_warnings():  # NO_PREDICTION is a "class" no image has: its recall is left out, as wanted
-        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
-        balanced = balanced_accuracy_score(labels, predicted)
+    finite = np.where(np.isfinite(probs).all(1, keepdims=True), probs, 1 / classes)
     return {
-        "accuracy": float(accuracy_score(labels, predicted)),
-        "balanced_accuracy": float(balanced),
-        "macro_f1": float(f1_score(labels, predicted, labels=classes, average="macro", zero_division=0)),
-        "log_loss": float(log_loss(labels, finite, labels=classes)),
+        "accuracy": float((predicted == labels).mean()),
+        "balanced_accuracy": balanced_accuracy(labels, predicted, classes),
+        "macro_f1": macro_f1(labels, predicted, classes),
+        "log_loss": log_loss(labels, finite),
     }
 
 
 def confusion(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Confusion matrix: rows are true classes, columns predicted (images without a prediction left out)."""
-    return confusion_matrix(labels, predicted_classes(probs), labels=np.arange(probs.shape[1]))
+    return confusion_counts(labels, predicted_classes(probs), probs.shape[1])
 
 
 def majority_baseline(labels: np.ndarray) -> tuple[int, float]:
@@ -87,7 +83,7 @@ def baseline(labels: np.ndarray, classes: list[str]) -> dict[str, Any]:
     """``comparison.json``'s baseline keys: the test split's majority class, and the accuracy and
     balanced accuracy of predicting it for every image."""
     index, accuracy = majority_baseline(labels)
-    balanced = float(balanced_accuracy_score(labels, np.full_like(labels, index)))
+    balanced = balanced_accuracy(labels, np.full_like(labels, index), len(classes))
     counts = np.bincount(np.asarray(labels, dtype=int))
     tied = int((counts == counts.max()).sum() > 1)  # no majority class: the verdict says 1/k, names none
     return {"majority_class": classes[index], "majority_accuracy": accuracy, "majority_balanced_accuracy": balanced,

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import log_loss
 from torch import nn
 from tqdm import tqdm
 
 from tvs.compute.batches import batch_bounds, images_on_device, iterate_batches, predict_proba, to_model_input
 from tvs.compute.runtime import Runtime, wrap_model
+from tvs.compute.scores import log_loss
 from tvs.config import Params, TrainConfig
 from tvs.data.prepared import PreparedData
 from tvs.errors import ConfigError
@@ -102,10 +102,10 @@ def train_one_epoch(
 
 
 def loss_accuracy(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """Mean cross-entropy (scikit-learn's ``log_loss``) and accuracy of predicted probabilities."""
+    """Mean cross-entropy (:func:`~tvs.compute.scores.log_loss`) and accuracy of predicted probabilities."""
     if not np.isfinite(probs).all():
         return math.nan, math.nan
-    loss = log_loss(labels, probs, labels=np.arange(probs.shape[1]))
+    loss = log_loss(labels, probs)
     return float(loss), float((probs.argmax(1) == labels).mean())
 
 
