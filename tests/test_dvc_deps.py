@@ -182,7 +182,7 @@ def test_replacing_a_local_weights_file_makes_only_the_pretrained_arm_stale(tiny
 
     from tvs.models.archs import build_model
 
-    from .conftest import dvc, ran_stages, write_params
+    from .conftest import dvc, write_params
 
     root = tiny_repo
     write_params(
@@ -195,7 +195,10 @@ def test_replacing_a_local_weights_file_makes_only_the_pretrained_arm_stale(tiny
 
     training = ("train_pretrained", "train_scratch")  # the stages asserted on (scoring is tested elsewhere)
     write_weights(0)  # a new arch for both arms; the prepared data stays
-    assert ran_stages(dvc(root, "repro", *training)) == set(training)
+    assert json.loads(dvc(root, "status", "--json", *training)).keys() == set(training)
+    # What is asserted is staleness, so the lock records these inputs without training on them (`dvc commit`
+    # hashes the deps as they are now): the same lock a run would write, minutes of training cheaper.
+    dvc(root, "commit", "--force", *training)
     assert json.loads(dvc(root, "status", "--json", *training)) == {}
 
     write_weights(1)  # other weights, same file name

@@ -40,7 +40,7 @@ def test_the_reproduced_repository_scored_with_its_resamples(reproduced: Reprodu
 
 def test_exp_run_with_new_resamples_reruns_only_evaluate_and_its_verdict(tiny_repo: Path):
     out = dvc(tiny_repo, "exp", "run", "-S", "evaluate.resamples=300")
-    assert ran_stages(out) == {"evaluate", "verdict"}
+    assert ran_stages(out) == {"check_params", "evaluate", "verdict"}  # check_params: any edit of params.yaml
     assert read(tiny_repo, "comparison")["significance"]["bootstrap_resamples"] == 300
     shown = dvc(tiny_repo, "exp", "show", "--csv")
     header = shown.splitlines()[0].split(",")
@@ -51,9 +51,9 @@ def test_a_new_confidence_reruns_evaluate_and_switching_back_restores_it_from_th
     before = read(tiny_repo, "pretrained")
     committed = (tiny_repo / "metrics" / "comparison.json").read_text()
     set_param(tiny_repo, "evaluate.confidence", 0.9)
-    assert json.loads(dvc(tiny_repo, "status", "--json")).keys() == {"evaluate", "verdict"}
+    assert json.loads(dvc(tiny_repo, "status", "--json")).keys() == {"check_params", "evaluate", "verdict"}
     out = dvc(tiny_repo, "repro")
-    assert ran_stages(out) == {"evaluate", "verdict"} and CACHED not in out
+    assert ran_stages(out) == {"check_params", "evaluate", "verdict"} and CACHED not in out
     after = read(tiny_repo, "pretrained")
     assert read(tiny_repo, "comparison")["significance"]["confidence"] == 0.9
     assert after["accuracy"] == before["accuracy"]
@@ -66,7 +66,7 @@ def test_a_new_confidence_reruns_evaluate_and_switching_back_restores_it_from_th
     set_param(tiny_repo, "evaluate.confidence", 0.95)  # back to the committed setting
     out = dvc(tiny_repo, "repro")
     assert CACHED in out
-    assert ran_stages(out) == {"verdict"}  # the Markdown verdict is cheap and kept out of the run-cache
+    assert ran_stages(out) == {"check_params", "verdict"}  # no outputs / a Markdown output: no run-cache
     assert (tiny_repo / "metrics" / "comparison.json").read_text() == committed  # byte for byte
     assert "(95% CI " in (tiny_repo / "reports" / "verdict.md").read_text()
     assert (tiny_repo / "eval" / "pretrained" / "predictions.csv").is_file()  # the cached folder came back too

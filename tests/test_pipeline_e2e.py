@@ -20,7 +20,8 @@ from .conftest import REPRODUCED_PARAMS, Reproduced, dvc, make_image, ran_stages
 
 pytestmark = pytest.mark.e2e
 
-STAGES = ("prepare", "train_pretrained", "train_scratch", "evaluate", "verdict")
+STAGES = ("check_params", "prepare", "train_pretrained", "train_scratch", "evaluate", "verdict")
+# check_params reads params.yaml's bytes, so any edit of the file runs it (tests/test_reliability_params.py)
 
 
 def test_repro_produces_checkpoints_and_both_arms_metrics(reproduced: Reproduced):
@@ -53,12 +54,12 @@ def stale(repo: Path) -> set[str]:
 
 def test_a_new_lr_makes_both_arms_stale_but_not_prepare(tiny_repo: Path):
     write_params(tiny_repo / "params.yaml", **REPRODUCED_PARAMS, lr=0.01)  # as `dvc exp run -S lr=0.01` does
-    assert stale(tiny_repo) == {"train_pretrained", "train_scratch"}  # evaluate and verdict read their outputs
+    assert stale(tiny_repo) == {"check_params", "train_pretrained", "train_scratch"}  # evaluate, verdict: downstream
 
 
 def test_a_scratch_only_param_makes_only_train_scratch_stale(tiny_repo: Path):
     write_params(tiny_repo / "params.yaml", **REPRODUCED_PARAMS, scratch={"lr_mult": 2})
-    assert stale(tiny_repo) == {"train_scratch"}
+    assert stale(tiny_repo) == {"check_params", "train_scratch"}
 
 
 def test_metrics_diff_shows_both_arms_as_a_markdown_table(tiny_repo: Path):

@@ -9,7 +9,9 @@ resume state left behind that no run can use.
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -280,3 +282,18 @@ def test_an_unreadable_resume_state_is_deleted(tmp_path: Path):
     spec.folder.mkdir(parents=True)
     (spec.folder / resume.STATE).write_bytes(b"torn")
     assert resume.load_state(spec) is None and not (spec.folder / resume.STATE).exists()
+
+
+@pytest.mark.e2e
+def test_exp_run_with_true_over_an_epochs_of_1_is_refused_naming_the_key(tiny_repo: Path):
+    """DVC holds ``true == 1``: over the tiny repo's ``epochs: 1`` it sees no change, so no training or
+    evaluate stage runs; the `check_params` stage reads the file itself and stops the experiment."""
+    lock = (tiny_repo / "dvc.lock").read_text()
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "exp", "run", "-S", "train.epochs=true"],
+        cwd=tiny_repo, env=ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "check_params: error: params.yaml: train.epochs: expected int, got bool True" in proc.stderr, proc.stderr
+    assert re.findall(r"Running stage '([^']+)'", proc.stdout) == ["check_params"]  # nothing else saw a change
+    assert (tiny_repo / "dvc.lock").read_text() == lock

@@ -48,7 +48,8 @@ def restored_stages(output: str) -> set[str]:
 
 
 def fully_cached_stages(dvc_yaml: Path) -> set[str]:
-    """The stages of ``dvc_yaml`` whose outputs (outs, metrics, plots) all live in DVC's cache."""
+    """The stages of ``dvc_yaml`` with outputs (outs, metrics, plots) that all live in DVC's cache (DVC keeps
+    no run record of a stage without outputs, such as ``check_params``)."""
 
     def cached(entry: str | dict) -> bool:
         return isinstance(entry, str) or all(opts.get("cache", True) for opts in entry.values())
@@ -57,7 +58,8 @@ def fully_cached_stages(dvc_yaml: Path) -> set[str]:
     return {
         name
         for name, stage in stages.items()
-        if all(cached(entry) for kind in ("outs", "metrics", "plots") for entry in stage.get(kind, []))
+        if any(stage.get(kind) for kind in ("outs", "metrics", "plots"))
+        and all(cached(entry) for kind in ("outs", "metrics", "plots") for entry in stage.get(kind, []))
     }
 
 

@@ -69,7 +69,7 @@ def trainer(reproduced: Reproduced, tmp_path_factory: pytest.TempPathFactory) ->
     dvc(repo, "remote", "add", "-d", "team", "../dvc-remote")
     commit(repo, "the team's DVC remote")
     out = run_lines(trainer_lines("dvc exp run"), repo)
-    assert ran_stages(out) == {"train_pretrained", "train_scratch", "evaluate", "verdict"}
+    assert ran_stages(out) == {"check_params", "train_pretrained", "train_scratch", "evaluate", "verdict"}
     assert {"params.yaml", "dvc.lock"} <= changed_in_git(repo)  # the experiment is A's workspace
     return repo
 
