@@ -2,7 +2,7 @@
 
 The choice reads validation numbers only (a test where the test split would pick another learning
 rate), each arm gets the same trials, and the verdict says each outcome in words: pretrained wins,
-scratch wins, inconclusive, scratch catches up at k x the compute.
+scratch wins, inconclusive, scratch no longer significantly behind at k x the compute (cannot tell).
 """
 
 from __future__ import annotations
@@ -148,10 +148,11 @@ def test_verdict_pretrained_wins_and_scratch_does_not_catch_up_within_4x():
     assert summary["scratch_32ep"]["accuracy_diff"] == pytest.approx(0.0467, abs=1e-3)
 
 
-def test_verdict_scratch_catches_up_at_2x_the_compute():
+def test_scratch_no_longer_behind_at_2x_is_cannot_tell_never_catches_up():
     t = tuned([0.87, 0.88, 0.86], {8: [0.79, 0.80, 0.78], 16: [0.88, 0.86, 0.87], 32: [0.88, 0.88, 0.87]})
     _, text = headline(t, TUNE)
-    assert "Scratch **catches up at 2x the epochs** (every schedule at scratch's lr chosen for 8 epochs)" in text
+    assert "Scratch at 2x the epochs: **cannot tell** (every schedule at scratch's lr chosen for 8 epochs)" in text
+    assert "catches up at" not in text  # no equivalence claim from a CI that merely reaches zero
     assert "with 16 epochs (200 s, 2.0x the pretrained arm's training seconds) it scores 87.0%" in text
     assert tune_summary(t, TUNE)["catch_up_epochs"] == 16
 
@@ -169,7 +170,7 @@ def test_verdict_inconclusive_when_the_ci_includes_zero():
     decision, text = headline(t, TUNE)
     assert decision == "inconclusive" and text.startswith("**Inconclusive** tuned against tuned")
     assert "the CI includes zero" in text
-    assert "At the same budget scratch is not significantly behind (+0.7 pp, 95% CI" in text
+    assert "At the same budget: **cannot tell** (+0.7 pp, 95% CI" in text
     assert tune_summary(t, TUNE)["catch_up_epochs"] == 8
 
 
@@ -297,3 +298,27 @@ def test_a_diverged_pair_is_named_not_a_traceback(tmp_path: Path):
 def test_a_diverged_search_run_is_not_chosen_however_good_its_best_epoch():
     good_then_diverged = Trial("scratch", 0.01, 8, 0.9, 0.3, 100.0, 80, diverged=True)
     assert select_lr([good_then_diverged, trial("scratch", 0.001, 0.7)]).lr == 0.001
+
+
+def test_the_committed_grid_runs_at_params_yamls_size_so_its_evidence_is_current():
+    """The page names `dvc repro tune/dvc.yaml` as rung (a)'s next step: with tune/params.yaml at another
+    image size or number of epochs than params.yaml, that command would make evidence the page calls stale."""
+    from tvs.config import load_params
+
+    tune, main = load_tune_params(PROJECT / "tune" / "params.yaml"), load_params(PROJECT / "params.yaml")
+    assert (tune.image_size, tune.epochs) == (main.data.image_size, main.train.epochs)
+    assert sorted(tune.scratch_epochs) == [main.train.epochs * k for k in (1, 2, 4)]  # 1x, 2x, 4x the compute
+
+
+def test_the_tuning_cost_counts_longer_schedules_and_larger_images_as_more_runs():
+    from tvs.ladder import training_cost
+    from tvs.page import tune_work
+
+    config = {"train.epochs": 8, "data.image_size": 128}
+    grid = {"lrs": [1, 2, 3, 4], "repeats": [1, 2, 3], "epochs": 8, "scratch_epochs": [8, 16, 32], "image_size": 128}
+    assert tune_work(grid, config) == (20, 32.0)  # 8 search + 3 x (8 + 8 + 16 + 32) / 8 epochs
+    assert tune_work({**grid, "image_size": 64, "epochs": 4, "scratch_epochs": [4, 8, 16]}, config) == (20, 4.0)
+    assert training_cost(20, 300.0, 32.0) == (
+        "20 training runs (32 runs' worth at params.yaml's size), about 160 min here (300 s per run measured)"
+    )
+    assert training_cost(2, 300.0) == "2 training runs, about 10 min here (300 s per run measured)"

@@ -304,12 +304,18 @@ def catch_up(schedules: Mapping[int, Repeats], confidence: float, margin: float,
     return "; ".join(parts) + "."
 
 
-def training_cost(runs: int, seconds_per_run: float | None) -> str:
-    """``12 training runs, about 40 min here`` from a count and the seconds one run took on this machine."""
+def training_cost(runs: int, seconds_per_run: float | None, size: float | None = None) -> str:
+    """``12 training runs, about 40 min here`` from a count and the seconds one run took on this machine.
+
+    ``size``: the runs' total work in runs of the measured size (more epochs, more pixels), where it is
+    not one such run each; the time is then that many runs' worth.
+    """
     if runs <= 0:
         return "its params file lists no runs"
+    size = runs if size is None or size <= 0 else size
+    worth = "" if math.isclose(size, runs) else f" ({size:.0f} runs' worth at params.yaml's size)"
     if seconds_per_run is None or not math.isfinite(seconds_per_run):
-        return f"{runs} training runs"
-    total = runs * seconds_per_run
+        return f"{runs} training runs{worth}"
+    total = size * seconds_per_run
     span = f"{total / 60:.0f} min" if total >= 90 else f"{total:.0f} s"
-    return f"{runs} training runs, about {span} here ({seconds_per_run:.0f} s per run measured)"
+    return f"{runs} training runs{worth}, about {span} here ({seconds_per_run:.0f} s per run measured)"

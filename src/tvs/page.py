@@ -285,16 +285,28 @@ def list_of(raw: Any) -> list:
     return raw if isinstance(raw, list) else []
 
 
+def tune_work(tune: Mapping[str, Any], config: Mapping[str, Any]) -> tuple[int, float]:
+    """The tuning grid's training runs, and their work in runs of ``config``'s size (params.yaml's epochs
+    and image size, flattened): a scratch run at 4x the epochs is four runs' worth."""
+    lrs, repeats = list_of(tune.get("lrs")), list_of(tune.get("repeats"))
+    schedules = [e for e in list_of(tune.get("scratch_epochs")) if isinstance(e, int | float)]
+    runs = 2 * len(lrs) + len(repeats) * (1 + len(schedules))
+    sizes = (tune.get("epochs"), tune.get("image_size"), config.get("train.epochs"), config.get("data.image_size"))
+    if not all(isinstance(x, int | float) and not isinstance(x, bool) and x > 0 for x in sizes):
+        return runs, runs
+    epochs, image_size, main_epochs, main_size = sizes
+    epoch_count = 2 * len(lrs) * epochs + len(repeats) * (epochs + sum(schedules))
+    return runs, epoch_count / main_epochs * (image_size / main_size) ** 2
+
+
 def answer_for(project: Project) -> tuple[Answer, dict[str, str]]:
     """The answer and the two questions beneath it (data efficiency, catch-up), from everything read."""
     confidence, margin = settings(project.params)
     alpha, known = 1 - confidence, defaults()
     per_run = seconds_per_run(project.metrics)
     seeds, fractions = list_of(project.study_params.get("seeds")), list_of(project.study_params.get("fractions"))
-    lrs, repeats = list_of(project.tune_params.get("lrs")), list_of(project.tune_params.get("repeats"))
-    scratch_epochs = list_of(project.tune_params.get("scratch_epochs"))
     study_cost = training_cost(2 * max(len(seeds), 3) * max(len(fractions), 1), per_run)
-    tune_cost = training_cost(2 * len(lrs) + len(repeats) * (1 + len(scratch_epochs)), per_run)
+    tune_cost = training_cost(*tune_work(project.tune_params, {**known, **project.now.config}), per_run)
 
     main_reasons = differences(project.main, project.now, defaults=known) if project.main else []
     rung_c = pair_rung(

@@ -224,7 +224,8 @@ def headline(tuned: Tuned, tune: TuneParams) -> tuple[str, str]:
 
 
 def catch_up_text(tuned: Tuned, tune: TuneParams, decision: str) -> str:
-    """Whether, and at what compute, scratch stops being significantly behind the pretrained arm."""
+    """Whether, and at what compute, scratch stops being significantly behind the pretrained arm: "cannot
+    tell" then, never "catches up" (equivalence needs a margin; :func:`tvs.ladder.catch_up` has it)."""
     conf = tune.report.confidence
     pretrained = _schedule(tuned, "pretrained", tune.epochs)
     longest = max(tune.scratch_epochs)
@@ -244,13 +245,14 @@ def catch_up_text(tuned: Tuned, tune: TuneParams, decision: str) -> str:
         )
     assert hit.difference is not None
     gap = f"{pp(hit.difference.mean)}, {ci_pp(hit.difference.low, hit.difference.high, conf)}"
+    equal = "not significantly behind is not equal: the answer page says whether it catches up (inside its margin)"
     if hit.epochs == tune.epochs:
-        return f"At the same budget scratch is not significantly behind ({gap})."
+        return f"At the same budget: **cannot tell** ({gap}); {equal}."
     return (
-        f"Scratch **catches up at {hit.epochs / tune.epochs:g}x the epochs** {same_lr}: with "
+        f"Scratch at {hit.epochs / tune.epochs:g}x the epochs: **cannot tell** {same_lr}: with "
         f"{epochs_text(hit.epochs)} ({seconds_text(hit.seconds)}, {hit.seconds / pretrained.seconds:.1f}x the "
         f"pretrained arm's training seconds) it scores {pct(hit.accuracy.mean)} and is no longer significantly "
-        f"behind ({gap})."
+        f"behind ({gap}); {equal}."
     )
 
 
