@@ -14,7 +14,7 @@ import torch
 
 from tvs.compute.batches import to_model_input
 from tvs.compute.runtime import Runtime, make_runtime, seed_everything
-from tvs.config import ARMS, ConfigError, TrainConfig, load_params
+from tvs.config import ARMS, TrainConfig, load_params
 from tvs.data.prepare import prepare_dataset
 from tvs.data.prepared import load_prepared
 from tvs.data.split import training_sizes, training_subset
@@ -166,17 +166,6 @@ def test_lr_mult_scales_its_own_arms_learning_rate_only(prepared, tmp_path: Path
     params = load_params(write_params(tmp_path / "mult.yaml", scratch={"lr_mult": 4}))
     lrs = {arm: [row["lr"] for row in fit_arm(params, data, arm, tmp_path / arm).history] for arm in ARMS}
     assert lrs == {"pretrained": [pytest.approx(params.lr)], "scratch": [pytest.approx(4 * params.lr)]}  # no warm-up
-
-
-def test_a_batch_larger_than_the_training_split_is_refused(prepared, tmp_path: Path):
-    _, data = prepared
-    params = load_params(write_params(tmp_path / "big.yaml", train={"batch_size": 512}))
-    with pytest.raises(ConfigError) as err:
-        fit_arm(params, data, "scratch", tmp_path / "x")
-    assert str(err.value) == (
-        "train.batch_size: 512 exceeds the 12 training images; lower it "
-        "(the split fractions and data.train_fraction set the training split's size)"
-    )
 
 
 def test_training_trains_on_the_nested_subset_of_train_fraction_and_records_its_size(

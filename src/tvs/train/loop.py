@@ -25,7 +25,6 @@ from tvs.compute.runtime import Runtime, wrap_model
 from tvs.compute.scores import log_loss
 from tvs.config import Params, TrainConfig
 from tvs.data.prepared import PreparedData
-from tvs.errors import ConfigError
 from tvs.models.archs import set_backbone_trainable
 from tvs.models.weights import Initial, init_model
 from tvs.train.augment import augment
@@ -133,15 +132,6 @@ def make_optimizer(model: nn.Module, lr: float, cfg: TrainConfig, steps_per_epoc
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
-def check_batch_size(batch_size: int, train_images: int) -> None:
-    """A batch cannot be larger than the training split: say so before any work starts."""
-    if batch_size > train_images:
-        raise ConfigError(
-            f"train.batch_size: {batch_size} exceeds the {train_images} training images; lower it "
-            "(the split fractions and data.train_fraction set the training split's size)"
-        )
-
-
 def fit(
     params: Params,
     arm_name: str,
@@ -161,7 +151,6 @@ def fit(
     arm, cfg = params.arm(arm_name), params.train
     train_rows, train_y = map(torch.from_numpy, data.split("train"))
     val_rows, val_y = map(torch.from_numpy, data.split("val"))
-    check_batch_size(cfg.batch_size, len(train_rows))
     generator = generator or torch.Generator().manual_seed(params.seed)
 
     initial = initial or init_model(params, arm, len(data.classes))

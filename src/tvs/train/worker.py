@@ -11,12 +11,12 @@ from typing import Any
 
 from tvs.compute.batches import batch_bounds
 from tvs.compute.runtime import make_runtime, per_process_batch, seed_everything
-from tvs.config import Params, TrainConfig, to_dict
+from tvs.config import ConfigError, Params, TrainConfig, to_dict
 from tvs.data.prepared import MANIFEST, PreparedData, load_prepared
 from tvs.data.split import training_subset
 from tvs.models.weights import Initial, check_weights_fit, init_model, normalisation
 from tvs.train.bookkeeping import Bookkeeping, FitResult
-from tvs.train.loop import check_batch_size, fit
+from tvs.train.loop import fit
 from tvs.train.resume import ResumeSpec, default_resume_dir, fingerprint
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,15 @@ def checkpoint_meta(
         "history": result.history,
         "params": to_dict(params),
     }
+
+
+def check_batch_size(batch_size: int, train_images: int) -> None:
+    """A batch cannot be larger than the training split: say so before any work starts."""
+    if batch_size > train_images:
+        raise ConfigError(
+            f"train.batch_size: {batch_size} exceeds the {train_images} training images; lower it "
+            "(the split fractions and data.train_fraction set the training split's size)"
+        )
 
 
 def train_arm(
