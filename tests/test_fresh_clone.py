@@ -125,3 +125,12 @@ def test_a_fresh_clone_exports_the_default_dataset_first_and_exp_apply_restores_
     failed = re.findall(r"^(\S+)$", proc.stderr.split("following targets:", 1)[1].split("Is your cache")[0], re.M)
     assert failed and all(rebuilt(GRIDS, path) for path in failed), failed
     assert json.loads(run_ok([sys.executable, "-m", "dvc", "status", "--json", "dvc.yaml"], root)) == {}
+
+
+def test_metrics_show_and_diff_in_a_fresh_clone_are_the_two_arms_and_warn_of_nothing(clone: Path):
+    """The study's and the tuning summaries are plain outputs, not DVC metrics: a clone that never ran those
+    grids got "DVC failed to load some metrics" from every `dvc metrics diff`, and empty rows first."""
+    diff = run_ok([sys.executable, "-m", "dvc", "metrics", "diff", "HEAD", "--all", "--md"], clone)
+    assert "failed to load" not in diff and "| metrics/comparison.json" in diff
+    shown = run_ok([sys.executable, "-m", "dvc", "metrics", "show"], clone)
+    assert "study/" not in shown and "tune/" not in shown and "metrics/comparison.json" in shown

@@ -5,6 +5,7 @@ failed with ``No module named 'tvs'``."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -25,7 +26,8 @@ def clone(tmp_path: Path) -> Path:
     """A fresh checkout of the project, with tiny params, after the set-up (the venv, the plots page)."""
     root = tmp_path / "project"
     files = (*PIPELINE_FILES, "README.md", "data/dvc.yaml", "data/dvc.lock", "data/.gitignore", "dvc.lock", "Makefile",
-             "requirements.lock", "pyproject.toml")  # fmt: skip
+             "requirements.lock", "pyproject.toml", "study/dvc.yaml", "study/params.yaml", "tune/dvc.yaml",
+             "tune/params.yaml")  # fmt: skip
     for rel in files:
         if (PROJECT / rel).exists():
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -56,6 +58,15 @@ def test_the_readmes_own_data_and_experiment_commands_work_as_written_in_a_fresh
     page = (clone / "reports" / "answer.md").read_text()
     assert "Governed by rung c" in page, page
     assert page.count("stale: other data") == 2 and "functional" not in page and "defective" not in page
+    # The commands the page names as the next rungs, on this project as DVC sees it: `dvc status` lists what
+    # each would run (the grids are not run here: 40 and 38 stages), exactly the training runs the page counts.
+    named = re.findall(r"`dvc repro (\w+/dvc\.yaml)`[^|]*?\((\d+) training runs", page)
+    assert sorted(pipeline for pipeline, _ in named) == ["study/dvc.yaml", "tune/dvc.yaml"], page
+    for pipeline, runs in named:
+        status = fresh_shell(f"source .venv/bin/activate\ndvc status --json {pipeline}", clone)
+        assert status.returncode == 0, status.stderr
+        training = [s for s in json.loads(status.stdout) if re.search(r"(train|search|final)_(pretrained|scratch)@", s)]
+        assert len(training) == int(runs), (pipeline, runs, sorted(training))
 
     # Every line of the block but two of its three `dvc exp run`s (each retrains; one shows the way).
     experiments = readme_block("## Experiments and pull requests", "source .venv/bin/activate").splitlines()
