@@ -195,6 +195,17 @@ def test_the_page_names_the_governing_rung_and_escapes_every_class_name(tmp_path
     assert "http" not in html.replace("http-equiv", "")  # nothing to fetch: the page is self-contained
 
 
+def test_the_next_rungs_cost_counts_the_tuning_grids_longer_schedules(tmp_path: Path):
+    root = fabricated_project(tmp_path, {"a": 10, "b": 10})  # 10 s per training run, params.yaml's 8 epochs
+    (root / "tune").mkdir()
+    grid = {"lrs": [0.001, 0.01], "epochs": 8, "scratch_epochs": [8, 16, 32], "repeats": [1, 2, 3], "image_size": 128}
+    (root / "tune" / "params.yaml").write_text(yaml.safe_dump(grid))
+    write_page(root)
+    page = (root / "reports" / "answer.md").read_text()
+    # 4 search runs of 8 epochs + 3 repeats x (8 + 8 + 16 + 32 epochs): 28 runs' worth of 8 epochs, 280 s
+    assert "(16 training runs (28 runs' worth at params.yaml's size), about 5 min here (10 s per run measured))" in page
+
+
 def test_evidence_on_other_data_is_listed_stale_and_never_governs(tmp_path: Path):
     root = fabricated_project(tmp_path, {"a": 12, "b": 8})
     (root / "evidence" / "study" / "record.json").write_text(json.dumps(Record("elpv.dir", {}).to_json()))

@@ -306,7 +306,8 @@ def answer_for(project: Project) -> tuple[Answer, dict[str, str]]:
     per_run = seconds_per_run(project.metrics)
     seeds, fractions = list_of(project.study_params.get("seeds")), list_of(project.study_params.get("fractions"))
     study_cost = training_cost(2 * max(len(seeds), 3) * max(len(fractions), 1), per_run)
-    tune_cost = training_cost(*tune_work(project.tune_params, {**known, **project.now.config}), per_run)
+    tune_runs, tune_size = tune_work(project.tune_params, {**known, **project.now.config})
+    tune_cost = training_cost(tune_runs, per_run, tune_size)
 
     main_reasons = differences(project.main, project.now, defaults=known) if project.main else []
     rung_c = pair_rung(
