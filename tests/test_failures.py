@@ -24,12 +24,14 @@ import torch
 from safetensors.torch import load_file as load_safetensors
 from safetensors.torch import save
 
+from tvs.config import load_params
 from tvs.errors import UnsafePathError, WeightsError
 from tvs.io import atomic_path, write_bytes
 from tvs.models.checkpoint import WEIGHTS, save_state
 from tvs.models.sources import load_file, why_refused
 from tvs.train import resume
 from tvs.train.resume import STATE, ResumeSpec, default_resume_dir, load_state
+from tvs.train.resume_record import RECORD, params_digest
 
 from .conftest import ENV, PROJECT, write_imagefolder, write_params
 from .stage_runner import make_project, one_line_error, run_stage, stage_cmd, train_cmd
@@ -384,6 +386,8 @@ def test_ctrl_c_prints_one_line_leaves_what_a_kill_leaves_and_the_rerun_resumes(
     assert all(line.startswith("[train] ") for line in lines[:-1]), proc.stderr  # log lines, then the one line
     assert temporaries(project) == []
     assert (project / "models" / ".resume" / "scratch" / STATE).is_file()
+    record = (project / "models" / ".resume" / "scratch" / RECORD).read_text().strip()
+    assert record == params_digest(load_params(project / "params.yaml"))  # what check_params compares
     checkpoint = project / "models" / "scratch"  # whole files only: the best epoch's so far
     assert load_safetensors(checkpoint / WEIGHTS) and json.loads((checkpoint / "meta.json").read_text())
     rerun = run_stage(project, train_cmd("scratch"))
@@ -394,3 +398,29 @@ def test_ctrl_c_prints_one_line_leaves_what_a_kill_leaves_and_the_rerun_resumes(
     assert md5(project / "models/scratch" / WEIGHTS) == md5(first / "models/scratch" / WEIGHTS)
     meta = [json.loads((p / "models/scratch/meta.json").read_text()) for p in (project, first)]
     assert timeless(meta[0]) == timeless(meta[1])
+
+
+def test_check_params_removes_a_resume_state_made_with_other_params_and_keeps_the_current_one(tmp_path: Path):
+    """After Ctrl-C, `dvc exp run -S lr=...` with params DVC restores from its run-cache runs no training
+    code, so the state stayed (tens of MB). `check_params` runs on every edit of params.yaml and removes
+    states of other params (no run could resume them: one state per arm, resumed only with its params)."""
+    project = tmp_path / "project"
+    project.mkdir()
+    params = write_params(project / "params.yaml", lr=0.001)
+    resume_root = project / "models" / ".resume"
+    for arm in ("pretrained", "scratch"):
+        spec = ResumeSpec(resume_root / arm, "fingerprint", params_digest(load_params(params)))
+        resume.save_state(spec, {"epoch": 1, "model": {"w": torch.zeros(2)}})
+    check = stage_cmd("check_params", "--params", "params.yaml", "--resume", "models/.resume")
+
+    kept = run_stage(project, check)  # params.yaml with the params the states were made with
+    assert kept.returncode == 0, kept.stderr
+    assert sorted(p.name for p in resume_root.iterdir() if p.is_dir()) == ["pretrained", "scratch"]
+
+    write_params(params, lr=0.01)
+    removed = run_stage(project, check)
+
+    assert removed.returncode == 0, removed.stderr
+    assert not (resume_root / "pretrained").exists() and not (resume_root / "scratch").exists()
+    assert removed.stderr.count("resume state of an interrupted run with other params; removed") == 2
+    assert (resume_root / ".gitignore").is_file()  # the folder still keeps itself out of git

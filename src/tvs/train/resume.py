@@ -30,6 +30,7 @@ from tvs.deps import SRC, stage_code
 from tvs.errors import UnsafePathError
 from tvs.io import remove_stale_temps, write_bytes, write_text
 from tvs.models.sources import why_refused
+from tvs.train.resume_record import RECORD
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class ResumeSpec:
 
     folder: Path
     fingerprint: str
+    params_digest: str = ""  # the params as read (resume_record.params_digest): what check_params compares
 
 
 def default_resume_dir(out: str | Path) -> Path:
@@ -85,6 +87,8 @@ def save_state(spec: ResumeSpec, state: dict[str, Any]) -> None:
     ignore = spec.folder.parent / ".gitignore"
     if not ignore.exists():  # like .pytest_cache: the folder keeps itself out of git
         write_text(ignore, "# resume state of interrupted training stages; see docs/reliability.md\n*\n")
+    if spec.params_digest:  # before the state: a state never lies there without its record
+        write_text(spec.folder / RECORD, spec.params_digest + "\n")
     buffer = BytesIO()
     torch.save({"format": FORMAT, "fingerprint": spec.fingerprint, **state}, buffer)
     write_bytes(spec.folder / STATE, buffer.getbuffer())

@@ -18,6 +18,7 @@ from tvs.models.weights import Initial, check_weights_fit, init_model, normalisa
 from tvs.train.bookkeeping import Bookkeeping, FitResult
 from tvs.train.loop import fit
 from tvs.train.resume import ResumeSpec, default_resume_dir, fingerprint
+from tvs.train.resume_record import params_digest
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ def train_arm(
     # Only names and shapes are read (the file is no dependency of train_scratch: a new one that
     # fits changes nothing it computes).
     check_weights_fit(params.model)
+    as_read = params_digest(params)  # before the epochs are raised: what check_params can compute
     data = training_subset(load_prepared(data_dir), params.data.train_fraction, params.seed)
     train_images = len(data.split("train")[0])
     check_batch_size(params.train.batch_size, train_images)  # before any work starts
@@ -99,7 +101,7 @@ def train_arm(
     runtime = make_runtime(params.train)
     share = dataclasses.replace(train, batch_size=per_process_batch(train.batch_size, runtime.world_size))
     generator = seed_everything(params.seed)
-    resume = ResumeSpec(default_resume_dir(out), fingerprint(params, arm, Path(data_dir) / MANIFEST))
+    resume = ResumeSpec(default_resume_dir(out), fingerprint(params, arm, Path(data_dir) / MANIFEST), as_read)
     # The weights are read (and refused) here, before DVCLive makes its folder: a bad file writes nothing.
     initial = init_model(params, params.arm(arm), len(data.classes))
     with open_live(live_dir, runtime.is_main) as live:
