@@ -21,7 +21,7 @@ from tvs.tune.params import TuneParams, load_tune_params
 from .conftest import ENV, PROJECT
 
 STUDY = {"fractions": [0.1], "seeds": [1]}
-TUNE = {"lrs": [0.001], "epochs": 8, "scratch_epochs": [8], "search_repeat": 1, "repeats": [1]}
+TUNE = {"lrs": [0.001], "epochs": 8, "scratch_epochs": [8], "search_repeat": 0, "repeats": [1]}
 
 
 # --- one type for params.yaml's `evaluate` and the study's and tuning pipeline's `report` -------------

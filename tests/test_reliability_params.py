@@ -96,7 +96,7 @@ def test_a_non_finite_number_or_a_boolean_where_a_number_is_meant_is_refused_nam
 def tune_params(folder: Path, lrs: str) -> Path:
     """A tuning pipeline's params file with the grid ``lrs`` as written (``params.yaml``: DVC's default)."""
     path = folder / "params.yaml"
-    path.write_text(f"lrs: {lrs}\nepochs: 2\nscratch_epochs: [2]\nsearch_repeat: 1\nrepeats: [1]\n")
+    path.write_text(f"lrs: {lrs}\nepochs: 2\nscratch_epochs: [2]\nsearch_repeat: 0\nrepeats: [1]\n")
     return path
 
 

@@ -23,7 +23,7 @@ from tvs.tune.runs import Trial, select_lr
 
 from .conftest import ENV, PROJECT
 
-TUNE = TuneParams(lrs=[0.001, 0.01], epochs=8, scratch_epochs=[8, 16, 32], search_repeat=1, repeats=[1, 2, 3])
+TUNE = TuneParams(lrs=[0.001, 0.01], epochs=8, scratch_epochs=[8, 16, 32], search_repeat=0, repeats=[1, 2, 3])
 
 
 def trial(arm: str, lr: float, val: float, loss: float = 0.5, epochs: int = 8, seconds: float = 100.0) -> Trial:
@@ -89,7 +89,7 @@ def test_ties_go_to_the_lower_validation_loss_then_the_lower_lr():
         ({"scratch_epochs": [16, 32]}, "scratch_epochs: must include `epochs` (8)"),
         ({"repeats": []}, "repeats: must be a non-empty list"),
         ({"lrs": [0.001, "fast"]}, "lrs[1]: expected float"),
-        ({"search_repeat": 7}, "search_repeat: must be one of `repeats` [1, 2, 3]"),
+        ({"search_repeat": 2}, "search_repeat: must not be one of `repeats` [1, 2, 3]"),
     ],
 )
 def test_bad_tune_params_name_the_file_and_key(tmp_path: Path, change: dict, message: str):
@@ -250,7 +250,7 @@ def write_cells(root: Path, tune: TuneParams, val: dict, finals: dict, lr_ran: d
             compare(cell, finals[("pretrained", tune.epochs)][i] - finals[("scratch", e)][i])
 
 
-SMALL = TuneParams(lrs=[0.001, 0.01], epochs=2, scratch_epochs=[2, 4], search_repeat=1, repeats=[1, 2, 3])
+SMALL = TuneParams(lrs=[0.001, 0.01], epochs=2, scratch_epochs=[2, 4], search_repeat=0, repeats=[1, 2, 3])
 VAL = {"pretrained": {0.001: 0.9, 0.01: 0.8}, "scratch": {0.001: 0.6, 0.01: 0.7}}
 FINALS = {("pretrained", 2): [0.90, 0.88, 0.89], ("scratch", 2): [0.80, 0.79, 0.81], ("scratch", 4): [0.88, 0.89, 0.87]}
 

@@ -25,8 +25,8 @@ TINY_TUNE = {
     "lrs": [0.003, 0.03],  # 0.003 is the tiny params.yaml's lr: the untuned recipe
     "epochs": 1,
     "scratch_epochs": [1, 2],
-    "search_repeat": 0,
-    "repeats": [0],  # a repeat is a stage per cell; that another seed draws another split: test_data.py
+    "search_repeat": 0,  # the search's own split, none of the repeats
+    "repeats": [1],  # a repeat is a stage per cell; that another seed draws another split: test_data.py
     "image_size": 32,
     "report": {"confidence": 0.95, "resamples": 200, "target_fraction": 0.95},
 }
@@ -39,7 +39,7 @@ def cells(lrs: list[float], scratch_epochs: list[int], repeats: list[int]) -> se
     final |= {
         f"{stage}@{e}-{r}" for e in scratch_epochs for r in repeats for stage in ("final_scratch", "evaluate_final")
     }
-    return search | final | {"choose_lr", "tune_report"}
+    return search | final | {"prepare_search", "choose_lr", "tune_report"}
 
 
 def meta(tune: Path, run: str) -> dict:
@@ -67,17 +67,22 @@ def repo(tune_run: Reproduced, tmp_path: Path) -> Path:
 
 def test_the_pipeline_searches_chooses_on_validation_and_scores_the_choice_over_repeats(tune_run: Reproduced):
     tune, out = tune_run.root / "tune", tune_run.log
-    assert ran_stages(out) == cells([0.003, 0.03], [1, 2], [0])
+    assert ran_stages(out) == cells([0.003, 0.03], [1, 2], [1])
     chosen = chosen_by_validation(tune, [0.003, 0.03])
     for arm in ARMS:
         assert (tune / "selected" / f"{arm}.set").read_text() == f"lr={chosen[arm]}\n"
     # Each final run trained at its arm's chosen lr, with the repeat's seed, on the repeat's own split.
-    for r in (0,):
+    for r in (1,):
         assert meta(tune, f"final/pretrained-{r}")["params"]["lr"] == chosen["pretrained"]
         for e in (1, 2):
             run = meta(tune, f"final/scratch-{e}-{r}")
             assert (run["params"]["lr"], run["params"]["seed"], len(run["history"])) == (chosen["scratch"], r, e)
-    assert (tune / "prepared" / "0" / "manifest.csv").is_file()  # the repeat's own split (prepare@0, seed 0)
+    assert (tune / "prepared" / "1" / "manifest.csv").is_file()  # the repeat's own split (prepare@1, seed 1)
+    # The search has its own split (prepare_search, seed 0): no final run trains what a search run trained.
+    search_split = (tune / "prepared" / "0" / "manifest.csv").read_text()
+    assert search_split != (tune / "prepared" / "1" / "manifest.csv").read_text()
+    for arm in ARMS:
+        assert meta(tune, f"search/{arm}-{chosen[arm]}")["params"]["seed"] == 0
     summary = json.loads((tune / "metrics" / "summary.json").read_text())
     assert summary["pretrained_trials"] == summary["scratch_trials"] == 2
     assert (summary["pretrained_lr"], summary["scratch_lr"]) == (chosen["pretrained"], chosen["scratch"])
@@ -110,8 +115,8 @@ def test_adding_a_learning_rate_runs_its_cells_and_the_choice_and_stales_only_th
     )  # no cell of before
     assert ran_stages(dvc(tune, "repro", "choose_lr")) == trained | {"choose_lr"}  # the choice reads the runs' meta
     moved = {arm for arm in ARMS if (tune / "selected" / f"{arm}.set").read_text() != before[arm]}
-    finals = {"final_pretrained@0"} if "pretrained" in moved else set()
-    finals |= {f"final_scratch@{e}-0" for e in (1, 2)} if "scratch" in moved else set()
+    finals = {"final_pretrained@1"} if "pretrained" in moved else set()
+    finals |= {f"final_scratch@{e}-1" for e in (1, 2)} if "scratch" in moved else set()
     stale = stale_stages(tune)
     assert {s for s in stale if s.startswith("final_")} == finals  # only an arm whose choice moved trains again
     assert {"evaluate_search@0.01", "tune_report"} <= stale

@@ -15,7 +15,7 @@ class TuneParams:
     lrs: list[float]  # every arm searches the same grid: an equal number of trials per arm
     epochs: int  # the budget of every search run and of the pretrained arm's final runs
     scratch_epochs: list[int]  # the scratch arm's final schedules (compute matching); one of them is `epochs`
-    search_repeat: int  # the split (and seed) the search runs on; selection reads its validation split only
+    search_repeat: int  # the search's own split (and seed), none of `repeats`; the choice reads its validation only
     repeats: list[int]  # final scoring: repeat r is its own stratified split (`prepare` with seed r) and seed r
     image_size: int = 128  # of every run (`data.image_size`)
     report: EvaluateConfig = field(default_factory=EvaluateConfig)  # params.yaml's `evaluate`, its rules
@@ -36,9 +36,11 @@ class TuneParams:
         check(len(self.repeats) > 0, "repeats", "must be a non-empty list")
         check(all(r >= 0 for r in self.repeats), "repeats", f"each must be an integer >= 0, got {self.repeats}")
         check(len(set(self.repeats)) == len(self.repeats), "repeats", f"must not repeat, got {self.repeats}")
+        check(self.search_repeat >= 0, "search_repeat", f"must be an integer >= 0, got {self.search_repeat}")
         check(
-            self.search_repeat in self.repeats, "search_repeat",
-            f"must be one of `repeats` {self.repeats} (its split is prepared there), got {self.search_repeat}",
+            self.search_repeat not in self.repeats, "search_repeat",
+            f"must not be one of `repeats` {self.repeats}: the search has its own split, so that no final run "
+            f"repeats a search run and no final score saw the choice; got {self.search_repeat}",
         )  # fmt: skip
         check(self.image_size >= 16, "image_size", f"must be at least 16, got {self.image_size}")
         self.report.validate("report")

@@ -55,9 +55,8 @@ SOURCES = (
     "Each repeat is its own stratified split (`prepare` with that seed) and its own seed (initialisation, "
     "data order), so the CIs over repeats cover both which images landed in the test split and the seed; "
     "a single run's accuracy carries the Wilson CI of its test split (±, half its width). The search runs on "
-    "one of the repeats (`search_repeat`): there each arm's final run repeats the search run it chose, so that "
-    "repeat's test score carries whatever luck won the choice (on validation, a disjoint split); the other "
-    "repeats are independent of the choice."
+    "a split of its own (`search_repeat`, none of the repeats), so no final run repeats a search run and "
+    "every final score is independent of the choice."
 )
 
 
