@@ -9,7 +9,7 @@ export PATH := $(BIN):$(PATH)
 export HF_HUB_OFFLINE := 1
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup data repro test lint format clean bench bench-quick audit
+.PHONY: setup data repro test test-slow lint format clean bench bench-quick audit
 
 PLOTS_PAGE := .dvc/plots_template.html
 
@@ -40,9 +40,14 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/ruff check src tests benchmarks
 
-# Everything but the benchmarks' own checks (`make bench-quick`); `pytest -m "not e2e"` is the quick unit suite.
+# Everything but the benchmarks' own checks (`make bench-quick`) and the slow grids (`make test-slow`, ~10 min);
+# `pytest -m "not e2e"` is the quick unit suite.
 test: lint $(PLOTS_PAGE)
-	$(BIN)/python -m pytest -m "not bench" -n 2 --dist loadscope --no-loadscope-reorder --random-order
+	$(BIN)/python -m pytest -m "not bench and not slow" -n 2 --dist loadscope --no-loadscope-reorder --random-order
+
+# The answer page's next steps run at the grids' committed size on tiny own data (tests/test_page_commands.py).
+test-slow: $(STAMP) $(PLOTS_PAGE)
+	$(BIN)/python -m pytest -m slow
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from tvs.evidence import Record, current_record, differences, record_from_lock, set_overrides
+from tvs.evidence import Record, current_record, differences, flatten, record_from_lock, set_overrides
 from tvs.ladder import (
     CANNOT_TELL,
     EQUIVALENT,
@@ -125,6 +125,12 @@ def test_a_record_is_what_the_lock_ran_with_and_differences_name_each_key():
     record = record_from_lock(LOCK, "study/dvc.lock")
     assert record == Record("abc.dir", {"lr": 0.001, "data.image_size": 64, "train.epochs": 8})
     assert set_overrides("x --set a.b=1e-3 --set c=x") == {"a.b": 0.001, "c": "x"}  # as the stage reads it
+    # dvc.lock records a param declared as a dotted key under that name (the grids' cells declare single keys)
+    assert flatten({"data.image_size": 32, "train": {"epochs": 1}, "seed": 3}) == {
+        "data.image_size": 32, "train.epochs": 1,
+    }  # fmt: skip
+    # the tuning pipeline's final runs: the chosen lr is read by the shell when the stage runs
+    assert set_overrides('x --set "$(cat selected/scratch.set)" --set seed=2') == {"seed": 2}
     now = current_record({"lr": 0.001, "data": {"image_size": 128}, "train": {"epochs": 8}}, [LOCKED_DATA])
     assert differences(record, now) == ["data.image_size 64 (params.yaml: 128)"]
     other = current_record({"lr": 0.001, "data": {"image_size": 64}, "train": {"epochs": 8}}, [OWN_DATA])

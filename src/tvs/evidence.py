@@ -52,7 +52,11 @@ class Record:
 
 
 def flatten(params: Mapping[str, Any], sections: Iterable[str] = SECTIONS) -> dict[str, Any]:
-    """``{"data": {"image_size": 128}}`` -> ``{"data.image_size": 128}`` for the named top-level sections."""
+    """``{"data": {"image_size": 128}}`` -> ``{"data.image_size": 128}`` for the named top-level sections.
+
+    Keys already dotted are kept: ``dvc.lock`` records a param declared as ``data.image_size`` under
+    that name, not nested (the study's and the tuning grid's cells declare single keys).
+    """
     flat: dict[str, Any] = {}
 
     def walk(prefix: str, value: Any) -> None:
@@ -62,16 +66,26 @@ def flatten(params: Mapping[str, Any], sections: Iterable[str] = SECTIONS) -> di
         else:
             flat[prefix] = value
 
-    for section in sections:
-        if section in params:
-            walk(section, params[section])
+    sections = set(sections)
+    for key, value in params.items():
+        if str(key).split(".")[0] in sections:
+            walk(str(key), value)
     return {key: value for key, value in flat.items() if key not in NOT_RESULTS}
 
 
 def set_overrides(cmd: str) -> dict[str, Any]:
-    """The ``--set key=value`` overrides of a stage's command, values read as the stage reads them."""
+    """The ``--set key=value`` overrides of a stage's command, values read as the stage reads them.
+
+    An override the shell computes when the stage runs (the tuning pipeline's final runs take
+    ``--set "$(cat selected/<arm>.set)"``, each arm's chosen lr) has no value in the lock: it is
+    left out, as the key it sets is one the grid varies.
+    """
     words = shlex.split(cmd)
-    return dict(parse_override(words[i + 1]) for i, word in enumerate(words[:-1]) if word == "--set")
+    return dict(
+        parse_override(words[i + 1])
+        for i, word in enumerate(words[:-1])
+        if word == "--set" and not words[i + 1].startswith(("$(", "`"))
+    )
 
 
 def _lock_stages(lock: Mapping[str, Any], where: str) -> Mapping[str, Any]:
