@@ -36,7 +36,8 @@ from tvs.ladder import (
     pair_rung,
     repeats_rung,
 )
-from tvs.page import to_html, to_markdown, write_page
+from tvs.page import write_page
+from tvs.page_render import to_html, to_markdown
 
 from .conftest import PROJECT
 from .test_plots_page import CHROMIUM, OFFLINE, needs_chromium

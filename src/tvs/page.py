@@ -22,23 +22,17 @@ user's files (class names, paths) is escaped for Markdown and for HTML.
 from __future__ import annotations
 
 import argparse
-import base64
-import json
-import re
 import sys
 import textwrap
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from ruamel.yaml import YAMLError
 
-from tvs.config import parse_yaml
 from tvs.errors import UserError
-from tvs.evidence import Record, current_record, differences, flatten, record_from_lock
-from tvs.io import read_csv, write_bytes, write_json, write_text
+from tvs.evidence import differences, flatten
+from tvs.io import write_text
 from tvs.ladder import (
     Answer,
     Baseline,
@@ -53,142 +47,14 @@ from tvs.ladder import (
     repeats_rung,
     training_cost,
 )
-from tvs.markup import html_text, md_text, terminal_text, truncate
+from tvs.markup import terminal_text, truncate
+from tvs.page_project import TUNE_AXES, Project, read_project
+from tvs.page_render import Block, plain, to_html, to_markdown, unhide
 from tvs.verdict.curves import NO_PREDICTION
 
 PAGE_MD, PAGE_HTML = "reports/answer.md", "reports/answer.html"
 DEFAULT_MARGIN = 2.0  # points; params.yaml's evaluate.equivalence_margin overrides it
 NAME_LIMIT = 60  # characters of a class name in a table
-TUNE_AXES = ("lr",)  # tuned per arm
-TUNE_VARIED = ("final_scratch",)  # scratch's longer schedules: the catch-up question, not the recipe
-
-
-# --- reading ---------------------------------------------------------------------------------
-
-
-def read_yaml_file(path: Path) -> Any:
-    """A YAML file read as DVC reads it (YAML 1.2: ``1e-3`` is a number), or None when it is missing."""
-    try:
-        return parse_yaml(path.read_text(encoding="utf-8")) if path.is_file() else None
-    except (YAMLError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-
-
-def read_json_file(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: not valid JSON ({err})") from None
-
-
-def read_csv_file(path: Path, columns: Sequence[str]) -> pd.DataFrame | None:
-    if not path.is_file():
-        return None
-    table = read_csv(path)  # a table that is not one: one line naming it (DataError)
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise UserError(f"{path}: no column {', '.join(missing)}; rerun the pipeline that writes it")
-    return table
-
-
-EVIDENCE = "evidence"  # where the sub-pipelines' results and records are kept, in git
-RESULTS = {"study": "reports/cells.csv", "tune": "reports/compute.csv"}
-
-
-def snapshot(root: Path, pipeline: str, axes: Sequence[str] = (), varied: Sequence[str] = ()) -> None:
-    """Copy a sub-pipeline's results and its record to ``evidence/<pipeline>/`` when it ran in this clone.
-
-    Its ``dvc.lock`` is git-ignored (its cells live in DVC's cache, not in git), so the record of what the
-    results were computed from is taken from it here, and kept with them.
-    """
-    lock, results = root / pipeline / "dvc.lock", root / pipeline / RESULTS[pipeline]
-    parsed = read_yaml_file(lock)
-    if parsed is None or not results.is_file():
-        return
-    record = record_from_lock(parsed, str(lock), axes, varied)
-    kept = root / EVIDENCE / pipeline
-    write_bytes(kept / Path(RESULTS[pipeline]).name, results.read_bytes())
-    write_json(kept / "record.json", record.to_json())
-
-
-def kept_record(root: Path, pipeline: str) -> Record | None:
-    path = root / EVIDENCE / pipeline / "record.json"
-    raw = read_json_file(path)
-    return None if raw is None else Record.from_json(raw, str(path))
-
-
-@dataclass(frozen=True)
-class Project:
-    """Everything the page reads, parsed."""
-
-    params: Mapping[str, Any]
-    now: Record
-    main: Record | None
-    comparison: Mapping[str, Any] | None
-    metrics: Mapping[str, Mapping[str, Any]]
-    confusion: Mapping[str, list[Mapping[str, Any]]]
-    study_cells: pd.DataFrame | None
-    study_record: Record | None
-    study_params: Mapping[str, Any]
-    tune_runs: pd.DataFrame | None
-    tune_record: Record | None
-    tune_params: Mapping[str, Any]
-    diagnostics: Mapping[str, Any] = field(default_factory=dict)
-    plot_tables: Mapping[str, pd.DataFrame] = field(default_factory=dict)  # curves, calibration, roc, pr
-
-
-PLOT_TABLES = {  # reports/plots/<name>.csv, written by `verdict` (tvs.verdict.curves, tvs.verdict.diagnostics)
-    "curves": ("arm", "epoch", "val_accuracy", "val_loss", "train_loss"),
-    "calibration": ("arm", "point", "confidence", "accuracy", "images"),
-    "roc": ("arm", "point", "false_positive_rate", "true_positive_rate"),
-    "pr": ("arm", "point", "recall", "precision"),
-}
-
-
-def read_project(root: Path) -> Project:
-    snapshot(root, "study")
-    snapshot(root, "tune", TUNE_AXES, TUNE_VARIED)
-    params = read_yaml_file(root / "params.yaml")
-    if not isinstance(params, dict):
-        raise UserError(f"{root / 'params.yaml'}: no params (run from the project's root)")
-    pins = [p for p in (read_yaml_file(root / "data/raw.dvc"), read_yaml_file(root / "data/dvc.lock")) if p]
-    lock = read_yaml_file(root / "dvc.lock")
-    main = record_from_lock(lock, str(root / "dvc.lock")) if lock else None
-    metrics = {arm: m for arm in ("pretrained", "scratch") if (m := read_json_file(root / f"metrics/{arm}.json"))}
-    confusion = {
-        arm: rows
-        for arm in ("pretrained", "scratch")
-        if (rows := read_json_file(root / f"reports/plots/{arm}/confusion.json"))
-    }
-    study_columns = [
-        "train_fraction",
-        "seed",
-        "images_per_class",
-        "pretrained_accuracy",
-        "scratch_accuracy",
-        "majority",
-    ]
-    tune_columns = ["phase", "arm", "epochs", "repeat", "seconds", "test_accuracy", "chosen"]
-    return Project(
-        params=params,
-        now=current_record(params, pins),
-        main=main,
-        comparison=read_json_file(root / "metrics/comparison.json"),
-        metrics=metrics,
-        confusion=confusion,
-        study_cells=read_csv_file(root / EVIDENCE / "study/cells.csv", study_columns),
-        study_record=kept_record(root, "study"),
-        study_params=read_yaml_file(root / "study/params.yaml") or {},
-        tune_runs=read_csv_file(root / EVIDENCE / "tune/compute.csv", tune_columns),
-        tune_record=kept_record(root, "tune"),
-        tune_params=read_yaml_file(root / "tune/params.yaml") or {},
-        diagnostics=read_json_file(root / "reports/plots/diagnostics.json") or {},
-        plot_tables={
-            name: table
-            for name, columns in PLOT_TABLES.items()
-            if (table := read_csv_file(root / f"reports/plots/{name}.csv", columns)) is not None
-        },
-    )
 
 
 # --- from files to evidence ------------------------------------------------------------------
@@ -356,11 +222,7 @@ def baseline_of(project: Project) -> Baseline | None:
     return None
 
 
-# --- one source, two forms -------------------------------------------------------------------
-
-# A block is ("h1" | "h2" | "p" | "table" | "img" | "list", content). Text is plain: each renderer
-# escapes it; ``**bold**`` is the one markup a paragraph may carry, split out before escaping.
-Block = tuple[str, Any]
+# --- one source, two forms (rendered by tvs.page_render) ----------------------------------
 
 
 def confusion_matrix(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[int]]]:
@@ -518,130 +380,6 @@ def _num(value: Any, show: Any) -> str:
     return show(float(value)) if isinstance(value, int | float) else "n/a"
 
 
-# Text from the user's files enters a block through :func:`plain`, which hides the two characters the
-# blocks' own markup uses (``**bold**`` and ```code```) so that a class named `x` or **x** stays text.
-_HIDDEN = {"`": "\ue000", "*": "\ue001"}
-
-
-def plain(text: str) -> str:
-    """User text for a block: its backticks and asterisks are data, never the blocks' markup."""
-    return "".join(_HIDDEN.get(char, char) for char in str(text))
-
-
-def _unhide(text: str) -> str:
-    for char, mark in _HIDDEN.items():
-        text = text.replace(mark, char)
-    return text
-
-
-def _spans(text: str) -> list[tuple[str, str]]:
-    """``a **b** `c` d`` -> [("a ", ""), ("b", "b"), (" ", ""), ("c", "code"), (" d", "")]; user text is unhidden."""
-    out, style, i = [], "", 0
-    for j, token in [(m.start(), m.group()) for m in re.finditer(r"\*\*|`", text)] + [(len(text), "")]:
-        if j > i:
-            out.append((_unhide(text[i:j]), style))
-        if token == "**" and style != "code":
-            style = "" if style == "b" else "b"
-        elif token == "`" and style != "b":
-            style = "" if style == "code" else "code"
-        elif token:
-            out.append((token, style))
-        i = j + len(token)
-    return out
-
-
-def md_inline(text: str) -> str:
-    def one(piece: str, style: str) -> str:
-        if style == "code":  # program text only (commands, keys): no backtick inside
-            return f"`{piece}`"
-        # Quotes need no entity in Markdown text (no tag can open: < and > are entities already).
-        text = md_text(piece).replace("&#x27;", "'").replace("&quot;", '"')
-        return f"**{text}**" if style == "b" else text
-
-    return "".join(one(piece, style) for piece, style in _spans(text))
-
-
-def html_inline(text: str) -> str:
-    tags = {"b": ("<b>", "</b>"), "code": ("<code>", "</code>"), "": ("", "")}
-    return "".join(tags[style][0] + html_text(piece) + tags[style][1] for piece, style in _spans(text))
-
-
-def to_markdown(blocks: Sequence[Block]) -> str:
-    inline = md_inline
-
-    out = []
-    for kind, content in blocks:
-        if kind in ("h1", "h2"):
-            out.append(f"{'#' if kind == 'h1' else '##'} {inline(content)}")
-        elif kind == "p":
-            out.append(inline(content))
-        elif kind == "list":
-            out.append("\n".join(f"- {inline(item)}" for item in content))
-        elif kind == "table":
-            lines = ["| " + " | ".join(inline(c) for c in content[0]) + " |", "|" + "---|" * len(content[0])]
-            lines += ["| " + " | ".join(inline(c) for c in row) + " |" for row in content[1:]]
-            out.append("\n".join(lines))
-        elif kind == "img":
-            name, path = content
-            out.append(f"![{md_inline(name)}]({path.name})")
-        elif kind == "gallery":
-            header, rows, _ = content
-            out.append(to_markdown([("table", [header, *(cells for _, cells in rows)])]).rstrip("\n"))
-    return "\n\n".join(out) + "\n"
-
-
-CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"  # nothing loads from anywhere
-STYLE = (
-    "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;line-height:1.45}"
-    "table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #bbb;padding:.3rem .5rem;text-align:left}"
-    "img{max-width:100%}img.thumb{width:112px;height:112px;image-rendering:auto}"
-)
-
-
-def to_html(blocks: Sequence[Block]) -> str:
-    inline = html_inline
-
-    body = []
-    for kind, content in blocks:
-        if kind in ("h1", "h2"):
-            body.append(f"<{kind}>{inline(content)}</{kind}>")
-        elif kind == "p":
-            body.append(f"<p>{inline(content)}</p>")
-        elif kind == "list":
-            body.append("<ul>" + "".join(f"<li>{inline(item)}</li>" for item in content) + "</ul>")
-        elif kind == "table":
-            head = "".join(f"<th>{inline(c)}</th>" for c in content[0])
-            rows = "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in row) + "</tr>" for row in content[1:])
-            body.append(f"<table><tr>{head}</tr>{rows}</table>")
-        elif kind == "img":
-            name, path = content
-            data = base64.b64encode(path.read_bytes()).decode("ascii")
-            body.append(f'<figure><img alt="{html_text(_unhide(name))}" src="data:image/png;base64,{data}"></figure>')
-        elif kind == "gallery":
-            header, rows, thumbs = content
-            head = "".join(f"<th>{inline(c)}</th>" for c in (*(("Image",) if thumbs else ()), *header))
-            lines = []
-            for path, cells in rows:
-                first = f"<td>{thumb_html(str(path), thumbs.get(path))}</td>" if thumbs else ""
-                lines.append("<tr>" + first + "".join(f"<td>{inline(c)}</td>" for c in cells) + "</tr>")
-            body.append(f"<table><tr>{head}</tr>{''.join(lines)}</table>")
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
-        f"<title>Fine-tune or train from scratch?</title><style>{STYLE}</style></head>\n<body>\n"
-        + "\n".join(body)
-        + "\n</body></html>\n"
-    )
-
-
-def thumb_html(path: str, thumb: bytes | None) -> str:
-    """A gallery thumbnail inline (JPEG), its file name as the alternative text; empty without one."""
-    if thumb is None:
-        return ""
-    data = base64.b64encode(thumb).decode("ascii")
-    return f'<img class="thumb" alt="{html_text(path)}" src="data:image/jpeg;base64,{data}">'
-
-
 WIDTH = 99  # characters a line of the terminal answer may take
 
 
@@ -650,7 +388,7 @@ def terminal_answer(answer: Answer, project: Project, where: str) -> str:
     the page is; lines of at most ``WIDTH`` characters, anything a terminal would act on shown escaped."""
 
     def wrap(text: str) -> list[str]:
-        shown = terminal_text(_unhide(text).replace("`", "") if "`" in text else _unhide(text))
+        shown = terminal_text(unhide(text).replace("`", "") if "`" in text else unhide(text))
         return textwrap.wrap(shown, WIDTH, subsequent_indent="  ") or [""]
 
     lines = wrap(answer.headline)
