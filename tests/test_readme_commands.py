@@ -59,7 +59,8 @@ def test_the_readmes_own_data_and_experiment_commands_work_as_written_in_a_fresh
     assert "Governed by rung c" in page, page
     assert page.count("stale: other data") == 2 and "functional" not in page and "defective" not in page
     # The commands the page names as the next rungs, on this project as DVC sees it: `dvc status` lists what
-    # each would run (the grids are not run here: 40 and 38 stages), exactly the training runs the page counts.
+    # each would run (run here they would take 10 minutes: tests/test_page_commands.py runs them, `make test-slow`),
+    # exactly the training runs the page counts.
     named = re.findall(r"`dvc repro (\w+/dvc\.yaml)`[^|]*?\((\d+) training runs", page)
     assert sorted(pipeline for pipeline, _ in named) == ["study/dvc.yaml", "tune/dvc.yaml"], page
     for pipeline, runs in named:

@@ -37,6 +37,7 @@ class Runtime:
     rank: int = 0
     world_size: int = 1
     distributed: bool = False  # a process group is set up: DDP and the all-reduces run, one process or several
+    batch_size: int | None = None  # this process's share of train.batch_size (per_process_batch); None: no training
 
     @property
     def is_main(self) -> bool:
@@ -167,8 +168,13 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def make_runtime(config: TrainConfig) -> Runtime:
-    """Decide device, precision, layout and process group for this process."""
+    """Decide device, precision, layout, process group and this process's share of every batch.
+
+    The share is resolved here, once, before anything is read or written: a ``train.batch_size`` that
+    does not split evenly over the processes stops the run with one line (:func:`per_process_batch`).
+    """
     world_size = int(os.environ.get("WORLD_SIZE", 1))
+    batch_size = per_process_batch(config.batch_size, world_size)
     rank = int(os.environ.get("RANK", 0))
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1))  # torchrun's processes on this machine
     device = resolve_device(config.device)
@@ -188,6 +194,7 @@ def make_runtime(config: TrainConfig) -> Runtime:
         rank=rank,
         world_size=world_size,
         distributed=torch.distributed.is_initialized(),
+        batch_size=batch_size,
     )
 
 

@@ -147,6 +147,8 @@ def fit(
     state, and continues a run interrupted earlier. If the loss becomes non-finite the arm
     stops: the checkpoint keeps the best epoch so far (or the initial weights), flagged as diverged.
     ``initial`` is the arm's initial network when the caller built it already (:func:`init_model`).
+    ``params`` are the run's as its sidecar records them (the global ``train.batch_size``); each
+    step here takes this process's share, ``runtime.batch_size`` (:func:`~tvs.compute.runtime.make_runtime`).
     """
     arm, cfg = params.arm(arm_name), params.train
     train_rows, train_y = map(torch.from_numpy, data.split("train"))
@@ -170,7 +172,8 @@ def fit(
 
     lr = params.lr * arm.lr_mult
     shard_size = len(runtime.shard(torch.arange(len(train_rows))))  # this rank's images per epoch
-    steps_per_epoch = len(batch_bounds(shard_size, cfg.batch_size, fold_single=True))
+    batch_size = runtime.batch_size or cfg.batch_size  # this rank's share (a hand-built Runtime: one process)
+    steps_per_epoch = len(batch_bounds(shard_size, batch_size, fold_single=True))
     optimizer, scheduler = make_optimizer(model, lr, cfg, steps_per_epoch)
     start_epoch = books.start(model, optimizer, scheduler, generator)
     log.info(
@@ -183,11 +186,11 @@ def fit(
         set_backbone_trainable(model, trainable=epoch > arm.freeze_epochs)
         lr_now = optimizer.param_groups[0]["lr"]
         order = runtime.shard(torch.randperm(len(train_rows), generator=generator))
-        batches = iterate_batches(images, train_rows[order], train_y[order], cfg.batch_size, runtime, fold_single=True)
+        batches = iterate_batches(images, train_rows[order], train_y[order], batch_size, runtime, fold_single=True)
         bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch}", unit="batch", leave=False, disable=quiet)
         try:
             stats = train_one_epoch(net, bar, optimizer, scheduler, train_input, runtime, cfg.label_smoothing, epoch)
-            val_batches = iterate_batches(images, val_rows, val_y, 2 * cfg.batch_size, runtime)
+            val_batches = iterate_batches(images, val_rows, val_y, 2 * batch_size, runtime)
             val_loss, val_acc = loss_accuracy(*predict_proba(net, val_batches, eval_input, runtime))
             if not math.isfinite(val_loss):  # NaN weights from the epoch's last step
                 raise TrainingDiverged(epoch, f"validation loss is {val_loss} at epoch {epoch}")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tvs.compute.batches import batch_bounds
-from tvs.compute.runtime import make_runtime, per_process_batch, seed_everything
+from tvs.compute.runtime import make_runtime, seed_everything
 from tvs.config import ConfigError, Params, TrainConfig, to_dict
 from tvs.data.prepared import MANIFEST, PreparedData, load_prepared
 from tvs.data.split import training_subset
@@ -98,8 +98,7 @@ def train_arm(
             train_images, train.epochs, params.train.epochs, min_steps,
         )  # fmt: skip
         params = dataclasses.replace(params, train=train)
-    runtime = make_runtime(params.train)
-    share = dataclasses.replace(train, batch_size=per_process_batch(train.batch_size, runtime.world_size))
+    runtime = make_runtime(params.train)  # also this process's share of every batch (refused if uneven)
     generator = seed_everything(params.seed)
     resume = ResumeSpec(default_resume_dir(out), fingerprint(params, arm, Path(data_dir) / MANIFEST), as_read)
     # The weights are read (and refused) here, before DVCLive makes its folder: a bad file writes nothing.
@@ -108,9 +107,7 @@ def train_arm(
         books = Bookkeeping(
             out, lambda result: checkpoint_meta(params, arm, data, result, initial), runtime.is_main, live, resume
         )
-        # the sidecar, the resume fingerprint and the logs keep the global batch; the loop runs this rank's share
-        per_rank = dataclasses.replace(params, train=share)
-        result = fit(per_rank, arm, data, runtime, books, generator=generator, initial=initial)
+        result = fit(params, arm, data, runtime, books, generator=generator, initial=initial)
     if result.diverged_epoch:
         log.warning("%s: diverged at epoch %d; evaluate will report it as diverged", arm, result.diverged_epoch)
     if result.best_epoch:
