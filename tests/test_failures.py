@@ -400,6 +400,7 @@ def test_ctrl_c_prints_one_line_leaves_what_a_kill_leaves_and_the_rerun_resumes(
     assert timeless(meta[0]) == timeless(meta[1])
 
 
+@pytest.mark.e2e
 def test_check_params_removes_a_resume_state_made_with_other_params_and_keeps_the_current_one(tmp_path: Path):
     """After Ctrl-C, `dvc exp run -S lr=...` with params DVC restores from its run-cache runs no training
     code, so the state stayed (tens of MB). `check_params` runs on every edit of params.yaml and removes
