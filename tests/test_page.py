@@ -366,3 +366,19 @@ def test_the_committed_html_page_draws_every_section_offline_in_chromium(tmp_pat
     assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
     colours = Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 20)
     assert colours is not None and len(colours) > 200, len(colours or [])  # the plot drew: text alone has few
+
+
+def test_a_measured_rungs_next_step_is_one_more_repeat_not_the_command_that_would_run_nothing(tmp_path: Path):
+    root = fabricated_project(tmp_path, {"a": 10, "b": 10})  # rung b measured and current; 10 s per run
+    (root / "study" / "params.yaml").parent.mkdir(exist_ok=True)
+    (root / "study" / "params.yaml").write_text(yaml.safe_dump({"fractions": [0.5, 1.0], "seeds": [0, 1, 2]}))
+    answer, _ = write_page(root)
+    rung_b = next(rung for rung in answer.rungs if rung.key == "b")
+    assert rung_b.status == "measured"
+    # a seed more is one pair per fraction: 4 runs; `dvc repro study/dvc.yaml` alone would run nothing
+    assert rung_b.next_step == (
+        "one more entry in study/params.yaml's `seeds`, then `dvc repro study/dvc.yaml` "
+        "(4 training runs, about 40 s here (10 s per run measured))"
+    )
+    rung_a = next(rung for rung in answer.rungs if rung.key == "a")  # not run: the command that runs it
+    assert rung_a.status == "not run" and rung_a.next_step.startswith("`dvc repro tune/dvc.yaml`")

@@ -22,6 +22,7 @@ user's files (class names, paths) is escaped for Markdown and for HTML.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -38,6 +39,7 @@ from tvs.ladder import (
     Baseline,
     Pair,
     Repeats,
+    Rung,
     baseline_from_counts,
     break_even,
     catch_up,
@@ -194,6 +196,16 @@ def answer_for(project: Project) -> tuple[Answer, dict[str, str]]:
         "a", "(a) tuned against tuned over repeated splits", tuned, confidence, margin,
         f"`dvc repro tune/dvc.yaml` with at least 3 `repeats` in tune/params.yaml ({tune_cost})", stale_a,
     )  # fmt: skip
+    # Measured, the commands above would run nothing: the next step is more of the rung, one repeat more.
+    one_repeat, one_size = tune_work(
+        {**project.tune_params, "lrs": [], "repeats": [0]}, {**known, **project.now.config}
+    )
+    rung_a = more_of(
+        rung_a, "tune/params.yaml's `repeats`", "tune/dvc.yaml", training_cost(one_repeat, per_run, one_size)
+    )
+    rung_b = more_of(
+        rung_b, "study/params.yaml's `seeds`", "study/dvc.yaml", training_cost(2 * len(fractions), per_run)
+    )
     baseline = baseline_of(project)
     answer = decide_ladder([rung_a, rung_b, rung_c], margin, baseline)
     floor = baseline.accuracy if baseline else 0.0
@@ -210,6 +222,13 @@ def answer_for(project: Project) -> tuple[Answer, dict[str, str]]:
         ),
     }
     return answer, questions
+
+
+def more_of(rung: Rung, grid: str, pipeline: str, cost: str) -> Rung:
+    """A measured rung's next step: one more repeat in ``grid``, and what DVC then runs (the new cells only)."""
+    if rung.status != "measured":
+        return rung
+    return dataclasses.replace(rung, next_step=f"one more entry in {grid}, then `dvc repro {pipeline}` ({cost})")
 
 
 def baseline_of(project: Project) -> Baseline | None:
