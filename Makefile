@@ -40,7 +40,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/ruff check src tests benchmarks
 
-# Everything but the benchmarks' own checks (`make bench-quick`) and the slow grids (`make test-slow`, ~10 min);
+# Everything but the benchmarks' own checks (`make bench-quick`) and the slow grids (`make test-slow`, 10 to 15 min);
 # `pytest -m "not e2e"` is the quick unit suite.
 test: lint $(PLOTS_PAGE)
 	$(BIN)/python -m pytest -m "not bench and not slow" -n 2 --dist loadscope --no-loadscope-reorder --random-order

@@ -2,7 +2,7 @@
 command the page names for a stronger rung, literally, in a fresh shell, then the page again. It must
 end with one page about the user's data only, governed by the strongest rung.
 
-Slow: the grids run at their committed size (44 training runs and 25 evaluations, about 10 minutes
+Slow: the grids run at their committed size (44 training runs and 25 evaluations, 10 to 15 minutes
 on 2 cores even on tiny images), so `make test` leaves it out; `make test-slow` runs it, and CI
 (`.ci/run`) runs both.
 """
