@@ -174,7 +174,8 @@ def answer_for(project: Project) -> tuple[Answer, dict[str, str]]:
     per_run = seconds_per_run(project.metrics)
     seeds, fractions = list_of(project.study_params.get("seeds")), list_of(project.study_params.get("fractions"))
     study_cost = training_cost(2 * max(len(seeds), 3) * max(len(fractions), 1), per_run)
-    tune_runs, tune_size = tune_work(project.tune_params, {**known, **project.now.config})
+    config = {**known, **project.now.config}  # the current params, every key (defaults where unset)
+    tune_runs, tune_size = tune_work(project.tune_params, config)
     tune_cost = training_cost(tune_runs, per_run, tune_size)
 
     main_reasons = differences(project.main, project.now, defaults=known) if project.main else []
@@ -197,9 +198,7 @@ def answer_for(project: Project) -> tuple[Answer, dict[str, str]]:
         f"`dvc repro tune/dvc.yaml` with at least 3 `repeats` in tune/params.yaml ({tune_cost})", stale_a,
     )  # fmt: skip
     # Measured, the commands above would run nothing: the next step is more of the rung, one repeat more.
-    one_repeat, one_size = tune_work(
-        {**project.tune_params, "lrs": [], "repeats": [0]}, {**known, **project.now.config}
-    )
+    one_repeat, one_size = tune_work({**project.tune_params, "lrs": [], "repeats": [0]}, config)
     rung_a = more_of(
         rung_a, "tune/params.yaml's `repeats`", "tune/dvc.yaml", training_cost(one_repeat, per_run, one_size)
     )
