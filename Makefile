@@ -9,7 +9,7 @@ export PATH := $(BIN):$(PATH)
 export HF_HUB_OFFLINE := 1
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup data repro test test-slow lint format clean bench bench-quick audit
+.PHONY: setup data repro test test-slow lint format deps clean bench bench-quick audit
 
 PLOTS_PAGE := .dvc/plots_template.html
 
@@ -48,6 +48,11 @@ test: lint $(PLOTS_PAGE)
 # The answer page's next steps run at the grids' committed size on tiny own data (tests/test_page_commands.py).
 test-slow: $(STAMP) $(PLOTS_PAGE)
 	$(BIN)/python -m pytest -m slow
+
+# After changing an import: each stage's code deps in the four dvc.yaml files, written from what its
+# script imports (the 8 training stages share one list; tests/test_dvc_deps.py fails until they agree).
+deps: $(STAMP)
+	$(BIN)/python -m tvs.declare
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks

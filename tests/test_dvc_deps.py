@@ -6,6 +6,7 @@ file changes); an over-declared file reruns hours of training for an edit that c
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import shutil
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tvs.declare import declare, declared, entries, main, mismatches
 from tvs.deps import import_closure, stage_code
 from tvs.io import output_roots
 from tvs.train.resume import TRAINING_STAGE
@@ -26,7 +28,6 @@ PIPELINES = (
     PROJECT / "study" / "dvc.yaml",
     PROJECT / "tune" / "dvc.yaml",
 )
-SCRIPT = re.compile(r"(?:\.\./)?src/stages/\w+\.py")
 
 
 def stages(dvc_yaml: Path) -> dict[str, dict]:
@@ -35,31 +36,17 @@ def stages(dvc_yaml: Path) -> dict[str, dict]:
 
 def declared_code(dvc_yaml: Path, stage: dict, project: Path) -> set[Path]:
     """The Python files under ``src/`` a stage's deps name, folders expanded (as DVC hashes them)."""
-    files = set()
-    for dep in stage.get("deps", []):
-        path = (dvc_yaml.parent / dep).resolve()
-        if project / "src" not in path.parents:
-            continue
-        files |= set(path.rglob("*.py")) if path.is_dir() else {path}
-    return files
+    return declared(stage, dvc_yaml.parent, project / "src")
 
 
 def code_mismatches(dvc_yaml: Path, project: Path = PROJECT) -> dict[str, tuple[list[str], list[str]]]:
     """Stage -> (imported but undeclared, declared but not imported), for every stage that disagrees."""
-    wrong = {}
-    for name, stage in stages(dvc_yaml).items():
-        script = (dvc_yaml.parent / SCRIPT.search(stage["cmd"]).group(0)).resolve()
-        imported = import_closure([script], project / "src") | {script}
-        declared = declared_code(dvc_yaml, stage, project)
-        rel = lambda paths: sorted(str(p.relative_to(project)) for p in paths)  # noqa: E731
-        if imported != declared:
-            wrong[name] = (rel(imported - declared), rel(declared - imported))
-    return wrong
+    return mismatches(dvc_yaml, project / "src")
 
 
 @pytest.mark.parametrize("dvc_yaml", PIPELINES, ids=["data/dvc.yaml", "dvc.yaml", "study/dvc.yaml", "tune/dvc.yaml"])
 def test_every_stage_declares_exactly_the_package_code_it_imports(dvc_yaml: Path):
-    assert code_mismatches(dvc_yaml) == {}
+    assert code_mismatches(dvc_yaml) == {}, "`make deps` writes each stage's code deps from its imports"
 
 
 def test_an_import_that_dvc_yaml_does_not_declare_is_caught(tmp_path: Path):
@@ -81,6 +68,61 @@ def test_an_import_that_dvc_yaml_does_not_declare_is_caught(tmp_path: Path):
         "train_pretrained",
         "train_scratch",
     }
+
+
+def copy_project(into: Path) -> Path:
+    """The package and the four pipelines, as a maintainer's working copy."""
+    shutil.copytree(PROJECT / "src", into / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("data/dvc.yaml", "dvc.yaml", "study/dvc.yaml", "tune/dvc.yaml"):
+        (into / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(PROJECT / name, into / name)
+    return into
+
+
+def test_make_deps_writes_a_new_import_into_each_training_block_and_changes_nothing_else(tmp_path: Path):
+    """The training block's code deps are in 8 stages over 3 files; one command writes them all."""
+    project = copy_project(tmp_path / "project")
+    before = {name: (project / name).read_text() for name in ("dvc.yaml", "study/dvc.yaml", "tune/dvc.yaml")}
+    loop = project / "src" / "tvs" / "train" / "loop.py"
+    loop.write_text(loop.read_text().replace("import logging\n", "import logging\n\nimport tvs.verdict.pair\n", 1))
+
+    assert sorted(declare(project, check=True)) == sorted(before)
+    assert (project / "dvc.yaml").read_text() == before["dvc.yaml"]  # --check writes nothing
+    assert sorted(declare(project)) == sorted(before)
+
+    src = project / "src"
+    now = entries(set(stage_code(src / "stages" / "train.py", src)), src)
+    was = entries(set(stage_code(TRAINING_STAGE)))
+    gained = [p.relative_to(src).as_posix() for p in now if PROJECT / "src" / p.relative_to(src) not in was]
+    assert "tvs/verdict" in gained  # pair.py imports the rest of its folder: the folder is one entry
+    for name, old in before.items():
+        new = (project / name).read_text().splitlines()
+        assert code_mismatches(project / name, project) == {}
+        ops = difflib.SequenceMatcher(a=old.splitlines(), b=new, autojunk=False).get_opcodes()
+        assert {op[0] for op in ops} == {"equal", "insert"}  # nothing removed or reordered
+        inserted = [line for op, _, _, j1, j2 in ops if op == "insert" for line in new[j1:j2]]
+        prefix = "../" if "/" in name else ""
+        blocks = {"dvc.yaml": 2, "study/dvc.yaml": 2, "tune/dvc.yaml": 4}[name]  # the arms; tune: search_, final_
+        assert inserted == [f"      - {prefix}src/{path}" for _ in range(blocks) for path in gained]
+    assert declare(project) == []  # written once, then nothing to do
+
+
+def test_make_deps_puts_back_a_deleted_dep_and_every_other_byte(tmp_path: Path):
+    project = copy_project(tmp_path / "project")
+    committed = (project / "study" / "dvc.yaml").read_text()
+    lines = committed.splitlines(keepends=True)
+    first = lines.index("      - ../src/tvs/io.py\n")  # in `prepare`, the first stage
+    scratch = lines.index("  train_scratch:\n")
+    deps = lines.index("    deps:\n", scratch)
+    end = lines.index("      - prepared/${item.seed}\n", deps)
+    broken = lines[:first] + lines[first + 1 : deps + 1] + lines[end:]  # one dep gone; and all of scratch's code
+    (project / "study" / "dvc.yaml").write_text("".join(broken))
+    assert set(code_mismatches(project / "study" / "dvc.yaml", project)) == {"prepare", "train_scratch"}
+
+    assert main(["--check"]) == 0  # the project's own pipelines agree
+    assert declare(project) == ["study/dvc.yaml"]
+
+    assert (project / "study" / "dvc.yaml").read_text() == committed
 
 
 def test_a_function_level_import_counts_too(tmp_path: Path):
