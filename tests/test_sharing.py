@@ -113,6 +113,7 @@ def test_a_teammate_gets_a_pushed_experiment_with_its_models_and_nothing_retrain
     failed = proc.stderr.split("following targets:", 1)[1].split("Is your cache up to date?")[0].split()
     assert failed and all(re.match(r"(study|tune)/", path) for path in failed), failed
     assert ran_stages(proc.stdout + proc.stderr) == set()
+    dvc(b, "checkout", "dvc.yaml")  # the documented way out: the main pipeline's checkout alone exits 0
     for path in [*RESULTS, *map(str, MODELS)]:
         assert (b / path).read_bytes() == (a / path).read_bytes(), f"{path} differs from the trainer's"
     assert dvc_status(b) == {}
