@@ -146,6 +146,11 @@ def dvc(cwd: Path, *args: str) -> str:
     return run_ok([sys.executable, "-m", "dvc", *args], cwd)
 
 
+def checkout_failures(stderr: str) -> list[str]:
+    """The paths of DVC's "Checkout failed for following targets:" error, as it lists them."""
+    return stderr.split("following targets:", 1)[1].split("Is your cache up to date?", 1)[0].split()
+
+
 def ran_stages(output: str) -> set[str]:
     """The stages DVC ran, without a ``study/dvc.yaml:`` prefix."""
     return {name.rsplit(":", 1)[-1] for name in re.findall(r"Running stage '([^']+)'", output)}

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tvs.declare import PIPELINES as DECLARED
 from tvs.declare import declare, declared, entries, main, mismatches
 from tvs.deps import import_closure, stage_code
 from tvs.io import output_roots
@@ -22,12 +23,7 @@ from tvs.train.resume import TRAINING_STAGE
 
 from .conftest import PROJECT, REPRODUCED_PARAMS
 
-PIPELINES = (
-    PROJECT / "data" / "dvc.yaml",
-    PROJECT / "dvc.yaml",
-    PROJECT / "study" / "dvc.yaml",
-    PROJECT / "tune" / "dvc.yaml",
-)
+PIPELINES = tuple(PROJECT / name for name in DECLARED)
 
 
 def stages(dvc_yaml: Path) -> dict[str, dict]:
@@ -44,17 +40,13 @@ def code_mismatches(dvc_yaml: Path, project: Path = PROJECT) -> dict[str, tuple[
     return mismatches(dvc_yaml, project / "src")
 
 
-@pytest.mark.parametrize("dvc_yaml", PIPELINES, ids=["data/dvc.yaml", "dvc.yaml", "study/dvc.yaml", "tune/dvc.yaml"])
+@pytest.mark.parametrize("dvc_yaml", PIPELINES, ids=DECLARED)
 def test_every_stage_declares_exactly_the_package_code_it_imports(dvc_yaml: Path):
     assert code_mismatches(dvc_yaml) == {}, "`make deps` writes each stage's code deps from its imports"
 
 
 def test_an_import_that_dvc_yaml_does_not_declare_is_caught(tmp_path: Path):
-    project = tmp_path / "project"
-    shutil.copytree(PROJECT / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "study/dvc.yaml"):
-        (project / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(PROJECT / name, project / name)
+    project = copy_project(tmp_path / "project")
     loop = project / "src" / "tvs" / "train" / "loop.py"
     loop.write_text(loop.read_text().replace("import logging\n", "import logging\n\nimport tvs.verdict.pair\n", 1))
 
@@ -73,7 +65,7 @@ def test_an_import_that_dvc_yaml_does_not_declare_is_caught(tmp_path: Path):
 def copy_project(into: Path) -> Path:
     """The package and the four pipelines, as a maintainer's working copy."""
     shutil.copytree(PROJECT / "src", into / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for name in ("data/dvc.yaml", "dvc.yaml", "study/dvc.yaml", "tune/dvc.yaml"):
+    for name in DECLARED:
         (into / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(PROJECT / name, into / name)
     return into

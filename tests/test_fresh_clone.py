@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ENV, PROJECT, fresh_shell, run_ok
+from .conftest import ENV, PROJECT, checkout_failures, fresh_shell, run_ok
 
 pytestmark = pytest.mark.e2e
 
@@ -80,7 +80,7 @@ def test_checkout_in_a_fresh_clone_fails_only_on_the_cached_outputs(clone: Path)
         [sys.executable, "-m", "dvc", "checkout"], cwd=clone, env=ENV, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode != 0 and "Is your cache up to date?" in proc.stderr
-    failed = re.findall(r"^(\S+)$", proc.stderr.split("following targets:", 1)[1].split("Is your cache")[0], re.M)
+    failed = checkout_failures(proc.stderr)
     assert failed and all(rebuilt(ANYWHERE, path) for path in failed), failed
     for kept in ("metrics/comparison.json", "reports/verdict.md", "reports/answer.md", "evidence/study/record.json"):
         assert (clone / kept).is_file()  # results a clone has without any cache
@@ -122,7 +122,7 @@ def test_a_fresh_clone_exports_the_default_dataset_first_and_exp_apply_restores_
     assert proc.returncode != 0 and "Is your cache up to date?" in proc.stderr, proc.stdout + proc.stderr
     assert json.loads((root / "metrics" / "comparison.json").read_text()) == ran
     assert "image_size: 32" in (root / "params.yaml").read_text()
-    failed = re.findall(r"^(\S+)$", proc.stderr.split("following targets:", 1)[1].split("Is your cache")[0], re.M)
+    failed = checkout_failures(proc.stderr)
     assert failed and all(rebuilt(GRIDS, path) for path in failed), failed
     assert json.loads(run_ok([sys.executable, "-m", "dvc", "status", "--json", "dvc.yaml"], root)) == {}
 

@@ -20,7 +20,19 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from .conftest import ENV, PROJECT, Reproduced, add_pipeline, bash_block, commit, copy_repo, dvc, ran_stages, run_ok
+from .conftest import (
+    ENV,
+    PROJECT,
+    Reproduced,
+    add_pipeline,
+    bash_block,
+    checkout_failures,
+    commit,
+    copy_repo,
+    dvc,
+    ran_stages,
+    run_ok,
+)
 from .s3 import BUCKET, s3_server  # noqa: F401 (s3_server: the fixture s3_endpoint)
 
 pytestmark = pytest.mark.e2e
@@ -110,7 +122,7 @@ def test_a_teammate_gets_a_pushed_experiment_with_its_models_and_nothing_retrain
     # 255 naming only those, as the README says, with the experiment applied.
     proc = subprocess.run(["bash", "-c", apply], cwd=b, env=ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 255, proc.stdout + proc.stderr
-    failed = proc.stderr.split("following targets:", 1)[1].split("Is your cache up to date?")[0].split()
+    failed = checkout_failures(proc.stderr)
     assert failed and all(re.match(r"(study|tune)/", path) for path in failed), failed
     assert ran_stages(proc.stdout + proc.stderr) == set()
     dvc(b, "checkout", "dvc.yaml")  # the documented way out: the main pipeline's checkout alone exits 0

@@ -75,18 +75,26 @@ def stage_script(stage: dict, base: Path) -> Path | None:
     return (base / found.group(0)).resolve() if found else None
 
 
+def disagreeing(stages: dict[str, dict], base: Path, src: Path = SRC) -> dict[str, tuple[set[Path], set[Path]]]:
+    """Stage -> (the code its script imports, the code its deps declare), for each stage where they differ."""
+    wrong = {}
+    for name, stage in stages.items():
+        script = stage_script(stage, base)
+        if script is not None:
+            wanted, have = set(stage_code(script, src)), declared(stage, base, src)
+            if wanted != have:
+                wrong[name] = (wanted, have)
+    return wrong
+
+
 def mismatches(dvc_yaml: Path, src: Path = SRC) -> dict[str, tuple[list[str], list[str]]]:
     """Stage -> (imported but not declared, declared but not imported), for each stage that disagrees."""
-    base, wrong = dvc_yaml.parent, {}
-    for name, stage in yaml.safe_load(dvc_yaml.read_text())["stages"].items():
-        script = stage_script(stage, base)
-        if script is None:
-            continue
-        wanted, have = set(stage_code(script, src)), declared(stage, base, src)
-        if wanted != have:
-            rel = lambda paths: sorted(os.path.relpath(p, src.parent) for p in paths)  # noqa: E731
-            wrong[name] = (rel(wanted - have), rel(have - wanted))
-    return wrong
+    stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
+    rel = lambda paths: sorted(os.path.relpath(p, src.parent) for p in paths)  # noqa: E731
+    return {
+        name: (rel(wanted - have), rel(have - wanted))
+        for name, (wanted, have) in disagreeing(stages, dvc_yaml.parent, src).items()
+    }
 
 
 def rewrite(text: str, base: Path, src: Path = SRC) -> str:
@@ -95,19 +103,15 @@ def rewrite(text: str, base: Path, src: Path = SRC) -> str:
     The replacement goes where the stage's first code dep was (first in ``deps:`` if it had none);
     lines of agreeing stages, data deps and comments are kept as they are.
     """
-    stages = yaml.safe_load(text)["stages"]
+    wrong = disagreeing(yaml.safe_load(text)["stages"], base, src)
     lines = text.splitlines(keepends=True)
     drop: set[int] = set()
     insert: dict[int, list[str]] = {}
     for name, (deps_at, code_at) in _deps_lines(lines, base, src).items():
-        script = stage_script(stages[name], base)
-        if script is None:
-            continue
-        code = set(stage_code(script, src))
-        if code != declared(stages[name], base, src):
+        if name in wrong:
             drop |= set(code_at)
             at = code_at[0] if code_at else deps_at + 1
-            insert[at] = [f"      - {os.path.relpath(path, base)}\n" for path in entries(code, src)]
+            insert[at] = [f"      - {os.path.relpath(path, base)}\n" for path in entries(wrong[name][0], src)]
     out = []
     for i, line in enumerate([*lines, ""]):
         out.extend(insert.get(i, []))
